@@ -1,0 +1,123 @@
+"""The strict book build and what a reader's browser sees.
+
+`make test` runs `jupyter-book build . -W -n --keep-going` first and records its exit code in
+_build/book-build.rc; these tests fail when that build failed (a crashing notebook, a Sphinx
+warning, a broken cross-reference) and then check the built site: headless Chromium renders
+intro.html and a theory chapter and the math must be typeset by the local MathJax, and no page may
+link to a file that does not exist.
+
+Run on their own (plain `pytest`) they skip when no build exists; `make test` sets
+UHOP_REQUIRE_BOOK=1 so that a missing build or a missing Chromium is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from _book import BUILD
+
+HTML = BUILD / "html"
+REQUIRE = os.environ.get("UHOP_REQUIRE_BOOK") == "1"
+pytestmark = pytest.mark.book
+
+
+def _missing(reason: str):
+    if REQUIRE:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def test_strict_book_build_succeeded():
+    rc_file = BUILD / "book-build.rc"
+    if not rc_file.exists():
+        _missing("no book build found: run `make test` (it builds the book strictly first)")
+    rc = int(rc_file.read_text().strip() or 1)
+    log = (BUILD / "book-build.log").read_text(errors="replace") if (BUILD / "book-build.log").exists() else ""
+    problems = [line for line in log.splitlines() if re.search(r"WARNING|ERROR|Traceback|Exception", line)]
+    assert rc == 0, "strict book build failed (exit code %d):\n%s\nfull log: %s" % (
+        rc,
+        "\n".join(problems[-40:]) or log[-4000:],
+        BUILD / "book-build.log",
+    )
+    assert not problems, "the build log has warnings:\n" + "\n".join(problems[-40:])
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _dump_dom(page: Path) -> str:
+    browser = _chromium()
+    if browser is None:
+        _missing("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            "timeout", "60", browser, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+            "--dump-dom", page.as_uri(),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, f"chromium failed on {page}: {result.stderr[-2000:]}"
+    return result.stdout
+
+
+def _text_outside_scripts(dom: str) -> str:
+    dom = re.sub(r"<script\b.*?</script>", "", dom, flags=re.S | re.I)
+    dom = re.sub(r"<style\b.*?</style>", "", dom, flags=re.S | re.I)
+    return re.sub(r"<[^>]+>", " ", dom)
+
+
+@pytest.mark.parametrize("page", ["intro.html", "book/notation.html"])
+def test_math_is_typeset_offline(page):
+    path = HTML / page
+    if not path.exists():
+        _missing(f"{path} not built")
+    dom = _dump_dom(path)
+    assert "<mjx-container" in dom, f"{page}: MathJax produced no output (is the local MathJax loaded?)"
+    text = _text_outside_scripts(dom)
+    for raw in ("$$", "\\[", "\\begin{"):
+        assert raw not in text, f"{page}: raw TeX {raw!r} left in the rendered page"
+    assert "mathjax/tex-chtml.js" in dom or "mathjax/tex-mml-chtml.js" in dom, f"{page}: not the local MathJax"
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for key, value in attrs:
+            if key in ("href", "src") and value:
+                self.links.append(value)
+
+
+def test_no_page_links_to_a_missing_file():
+    if not HTML.exists():
+        _missing("no built site")
+    broken = []
+    pages = [p for p in HTML.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts]
+    assert pages, "no HTML pages built"
+    for page in pages:
+        parser = _Links()
+        parser.feed(page.read_text(errors="replace"))
+        for link in parser.links:
+            parts = urlsplit(link)
+            if parts.scheme or link.startswith(("#", "//", "data:", "mailto:", "javascript:")):
+                continue
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(HTML)} -> {link}")
+    assert not broken, "links to missing files:\n" + "\n".join(sorted(set(broken))[:50])

@@ -1,0 +1,104 @@
+"""Conventions of the book and the notebooks, enforced so a newcomer cannot break them silently.
+
+- every page listed in _toc.yml exists, and every page source in book/ and notebooks/ is listed;
+- every notebook carries a jupytext header with the `python3` kernelspec;
+- every experiment notebook has a papermill `parameters` cell whose parameters are all annotated
+  and commented (papermill --help-notebook shows types and help), including
+  `device: str = "cpu"` and `seed: int`;
+- no .ipynb file is tracked by git or lies beside the sources (papermill outputs go to _build/).
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import jupytext
+import papermill as pm
+import pytest
+import yaml
+
+from _book import (
+    REPO,
+    all_notebooks,
+    book_sources,
+    experiment_notebooks,
+    resolve_page,
+    toc_files,
+)
+
+
+def test_every_toc_entry_exists():
+    missing = [entry for entry in toc_files() if resolve_page(entry) is None]
+    assert not missing, f"pages listed in _toc.yml without a source file: {missing}"
+
+
+def test_every_page_is_in_the_toc():
+    listed = set(toc_files())
+    unlisted = [
+        str(path.relative_to(REPO))
+        for path in book_sources()
+        if str(path.relative_to(REPO).with_suffix("")) not in listed
+    ]
+    assert not unlisted, f"page sources missing from _toc.yml (add them or delete them): {unlisted}"
+
+
+def test_toc_has_the_three_parts():
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    captions = [part["caption"] for part in toc["parts"]]
+    assert captions == ["Theory", "Experiments", "Reference"], captions
+
+
+@pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: str(p.relative_to(REPO)))
+def test_notebook_has_jupytext_header_with_python3_kernel(path):
+    nb = jupytext.read(path)
+    kernelspec = nb.metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == "python3", f"{path}: kernelspec {kernelspec!r}"
+    text = path.read_text()
+    assert "jupytext:" in text.split("\n\n", 1)[0] or text.startswith("---"), f"{path}: no jupytext header"
+
+
+@pytest.mark.parametrize("path", experiment_notebooks(), ids=lambda p: p.name)
+def test_experiment_notebook_parameters_are_annotated(path, tmp_path):
+    nb = jupytext.read(path)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected exactly one cell tagged 'parameters', found {len(tagged)}"
+    ipynb = tmp_path / f"{path.stem}.ipynb"
+    jupytext.write(nb, ipynb)
+    params = pm.inspect_notebook(str(ipynb))
+    assert params, f"{path.name}: the parameters cell defines no parameters"
+    for name, info in params.items():
+        assert info["inferred_type_name"] not in ("None", ""), f"{path.name}: parameter {name} has no type annotation"
+        assert info["help"].strip(), f"{path.name}: parameter {name} has no comment explaining it"
+    assert "device" in params, f"{path.name}: every experiment notebook takes a `device` parameter"
+    assert params["device"]["inferred_type_name"] == "str" and params["device"]["default"] == '"cpu"', params["device"]
+    assert "seed" in params and params["seed"]["inferred_type_name"] == "int", f"{path.name}: needs `seed: int`"
+
+
+def test_no_ipynb_tracked_by_git():
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    assert out.strip() == "", f".ipynb files must not be committed: {out.split()}"
+
+
+def test_no_ipynb_beside_sources():
+    stray = [str(p.relative_to(REPO)) for d in ("book", "notebooks", ".") for p in (REPO / d).glob("*.ipynb")]
+    assert not stray, f"notebook outputs must go under _build/, found {stray}"
+
+
+def test_full_size_runs_refer_to_real_notebooks_and_parameters(tmp_path):
+    spec = yaml.safe_load((REPO / "notebooks" / "full_size.yml").read_text()) or {}
+    runs = spec.get("runs") or []
+    names = [run["name"] for run in runs]
+    assert len(names) == len(set(names)), f"duplicate run names in full_size.yml: {names}"
+    for run in runs:
+        path = REPO / "notebooks" / f"{run['notebook']}.py"
+        assert path.exists(), f"full_size.yml run {run['name']}: no notebook {path.name}"
+        ipynb = tmp_path / f"{path.stem}.ipynb"
+        jupytext.write(jupytext.read(path), ipynb)
+        known = set(pm.inspect_notebook(str(ipynb)))
+        unknown = set(run.get("parameters", {})) - known
+        assert not unknown, f"full_size.yml run {run['name']}: unknown parameters {sorted(unknown)}"

@@ -1,0 +1,107 @@
+"""Provenance of a computed result: which code, which machine, when.
+
+Every file under ``results/`` is accompanied by a manifest written with :func:`write_manifest`, so
+that a number shown in the book can be traced to the command, parameters, package version, git
+commit, date and machine that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_text"]
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The current git commit of ``cwd`` (default: the package's checkout) and whether it is dirty.
+
+    Returns ``{"commit": None, "dirty": None}`` outside a git checkout (e.g. a wheel install).
+    """
+    cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def collect_provenance(device: str | None = None) -> dict[str, Any]:
+    """Package versions, git commit, UTC date and a description of the machine."""
+    import torch
+
+    from . import __version__
+
+    machine: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
+    if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
+        machine["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    versions = {"uhop": __version__, "torch": torch.__version__}
+    try:
+        import entmax
+
+        versions["entmax"] = getattr(entmax, "__version__", "unknown")
+    except ImportError:  # pragma: no cover - entmax is a core dependency
+        pass
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+        "git": git_commit(),
+        "machine": machine,
+        "device": device,
+    }
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so that a reader never
+    sees a half-written file (an interrupted run leaves the previous version intact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(
+    path: str | os.PathLike,
+    *,
+    command: str,
+    parameters: dict[str, Any],
+    wall_time_s: float | None = None,
+    device: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a JSON manifest describing how a result was produced; returns it."""
+    manifest = {
+        "command": command,
+        "parameters": parameters,
+        "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
+        **collect_provenance(device),
+    }
+    if extra:
+        manifest.update(extra)
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+    return manifest
