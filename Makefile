@@ -23,6 +23,10 @@ ifeq ($(origin UHOP_DATA), undefined)
   endif
 endif
 export UHOP_DATA
+# The offline copies mean this machine has no internet: fail fast instead of trying downloads.
+ifneq ($(UHOP_DATA),)
+  export UHOP_OFFLINE ?= 1
+endif
 # Matplotlib must not try a display; keep caches inside the build folder.
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
