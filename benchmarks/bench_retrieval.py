@@ -1,0 +1,158 @@
+"""Retrieval speed: ratios measured side by side in one run.
+
+1. kernelized U-Hop step (after ``LinearKernel.precompute``) vs a plain MHM step,
+   Q = 1000 queries, M = 500 memories, d = 784 (target: <= 1.1x);
+2. vectorized one-step retrieval of all M = 500 memories (d = 784) vs a per-memory
+   Python loop in the style of the official scripts: (2a) MHM with the dot-product
+   overlap, (2b) U-Hop with the official kernel overlap, which recomputes W Xi for
+   every query (target for U-Hop: >= 20x faster);
+3. for information: a plain MHM step vs a bare ``torch.mm`` of the score shapes.
+
+Repetitions of the cases are interleaved and medians reported, so that drifts in
+machine load hit every case alike.  Usage::
+
+    python benchmarks/bench_retrieval.py [--quick] [--reps N] [--threads N] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import uhop
+
+
+def _time(fn, inner: int) -> float:
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - start) / inner
+
+
+def _interleaved(cases: dict, reps: int, inner: dict) -> dict:
+    """Median seconds per call of each case; one call of every case per round."""
+    for name, fn in cases.items():  # warm-up (allocator, BLAS, lazy imports)
+        fn()
+    samples = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            samples[name].append(_time(fn, inner.get(name, 1)))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def official_style_loop(queries: torch.Tensor, memories: torch.Tensor, weight: torch.Tensor | None = None,
+                        beta: float = 1.0) -> torch.Tensor:
+    """One query at a time, memories as columns, as in the official retrieval scripts:
+    ``for i in range(M): x = Xi @ (beta * softmax(overlap(Xi, q)))``.
+
+    ``weight=None``: MHM with the dot-product overlap ``Xi^T q``.  With a weight W:
+    the official U-Hop overlap ``(W Xi)^T (W q)``, which recomputes ``W Xi`` for
+    every query because the overlap function takes (Xi, q).
+    """
+    Xi_cols = memories.T  # (d, M)
+    out = []
+    for i in range(queries.shape[0]):
+        q = queries[i]
+        if weight is None:
+            overlap = Xi_cols.T @ q
+        else:
+            overlap = (weight @ Xi_cols).T @ (weight @ q)
+        score = beta * torch.softmax(overlap, dim=-1)
+        out.append(Xi_cols @ score)
+    return torch.stack(out)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (< 5 s)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved rounds (default 15, quick 3)")
+    parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads(N); default: as given by the environment")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    if args.quick:
+        Q, M, d, reps = 64, 40, 49, args.reps or 3
+    else:
+        Q, M, d, reps = 1000, 500, 784, args.reps or 15
+    dtype = torch.float32
+    g = torch.Generator().manual_seed(0)
+    memories = torch.rand(M, d, generator=g, dtype=dtype)
+    queries = torch.rand(Q, d, generator=g, dtype=dtype)
+    # the "all memories" workload: each memory, half of its entries dropped
+    corrupted = uhop.random_mask(memories, p=0.5, generator=g)
+
+    kernel = uhop.LinearKernel(d, init="normal", seed=0, dtype=dtype).requires_grad_(False)
+    with torch.no_grad():
+        keys = kernel.precompute(memories)
+
+    print(f"torch {torch.__version__} | threads {torch.get_num_threads()} | "
+          f"{platform.machine()} {platform.processor() or ''} | python {platform.python_version()} | "
+          f"{platform.system()} | dtype {dtype}")
+    print(f"sizes: Q={Q}, M={M}, d={d}; {reps} interleaved rounds, medians")
+
+    W = kernel.weight
+    with torch.no_grad():
+        # same numbers from both retrieval paths
+        assert torch.allclose(official_style_loop(corrupted, memories), uhop.retrieve(corrupted, memories),
+                              atol=1e-5)
+        assert torch.allclose(official_style_loop(corrupted[:5], memories, W),
+                              uhop.retrieve(corrupted[:5], memories, kernel=kernel), atol=1e-4)
+        cases = {
+            "mhm_step": lambda: uhop.retrieve(queries, memories),
+            "uhop_step_precomputed": lambda: uhop.retrieve(queries, memories, kernel=kernel, keys=keys),
+            "bare_mm_scores": lambda: torch.mm(queries, memories.T),
+            "bare_two_mm": lambda: torch.mm(torch.mm(queries, memories.T), memories),
+            "mhm_all_memories_vectorized": lambda: uhop.retrieve(corrupted, memories),
+            "mhm_all_memories_python_loop": lambda: official_style_loop(corrupted, memories),
+        }
+        inner = {name: (1 if "loop" in name else 5) for name in cases}
+        t = _interleaved(cases, reps, inner)
+        # The official U-Hop loop costs a (d x d)(d x M) product per query: fewer rounds.
+        slow = {
+            "uhop_all_memories_vectorized": lambda: uhop.retrieve(corrupted, memories, kernel=kernel),
+            "uhop_all_memories_official_loop": lambda: official_style_loop(corrupted, memories, W),
+        }
+        t.update(_interleaved(slow, max(1, reps // 5), {"uhop_all_memories_vectorized": 3}))
+
+    ratios = {
+        "uhop_step_over_mhm_step": t["uhop_step_precomputed"] / t["mhm_step"],
+        "mhm_loop_over_vectorized": t["mhm_all_memories_python_loop"] / t["mhm_all_memories_vectorized"],
+        "uhop_loop_over_vectorized": t["uhop_all_memories_official_loop"] / t["uhop_all_memories_vectorized"],
+        "mhm_step_over_bare_mm": t["mhm_step"] / t["bare_mm_scores"],
+        "mhm_step_over_bare_two_mm": t["mhm_step"] / t["bare_two_mm"],
+    }
+    print()
+    for name, sec in t.items():
+        print(f"  {name:32s} {sec * 1e3:10.3f} ms")
+    print()
+    print(f"(1)  kernelized step (precomputed B) / MHM step     : {ratios['uhop_step_over_mhm_step']:.3f}x  (target <= 1.1)")
+    print(f"(2a) MHM: per-memory loop / vectorized              : {ratios['mhm_loop_over_vectorized']:.1f}x")
+    print(f"(2b) U-Hop: official per-memory loop / vectorized   : {ratios['uhop_loop_over_vectorized']:.1f}x  (target >= 20)")
+    print(f"(3)  MHM step / bare torch.mm (Q,d)x(d,M)           : {ratios['mhm_step_over_bare_mm']:.2f}x  "
+          f"(/ both products: {ratios['mhm_step_over_bare_two_mm']:.2f}x; for information)")
+
+    result = dict(
+        torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+        processor=platform.processor(), python=platform.python_version(), quick=args.quick,
+        sizes=dict(Q=Q, M=M, d=d), reps=reps, dtype=str(dtype),
+        seconds=t, ratios=ratios,
+        targets=dict(uhop_step_over_mhm_step="<= 1.1", uhop_loop_over_vectorized=">= 20"),
+    )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,211 @@
+r"""Retrieval dynamics T_K (Eq (2.4); Algorithm 1, Stage II).
+
+One step maps every query row ``x`` to ``Sep(beta * S(x, Xi)) Xi``: the
+similarity of ``x`` to each memory, scaled by the inverse temperature beta
+*inside* the separation function, gives weights on the simplex that mix the
+memories.  Everything is batched over queries: one (Q x d)(d x M) product for
+the scores and one (Q x M)(M x d) product for the read-out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import (
+    check_choice,
+    check_int,
+    check_memories,
+    check_positive,
+    check_queries,
+    check_same_dtype_device,
+    check_tensor,
+)
+from .energy import _check_kernel, _energy_from_scores
+from .kernel import LinearKernel
+from .separation import Separation, resolve_separation
+
+__all__ = ["retrieve", "retrieval_step", "association", "similarity_scores", "SIMILARITIES"]
+
+#: Similarity measures S(x, xi).  "l2" and "manhattan" are the negative
+#: distances of Millidge et al. (2022), so that *closer* memories score higher.
+SIMILARITIES = ("dot", "l2", "manhattan")
+
+
+@dataclass
+class _Scorer:
+    """Pre-computed, query-independent part of the similarity."""
+
+    similarity: str
+    keys: torch.Tensor            # (M, d) for "dot"; (M, D_Phi) features for distances
+    kernel: LinearKernel | None
+
+    def __call__(self, X: torch.Tensor) -> torch.Tensor:
+        if self.similarity == "dot":
+            return X @ self.keys.T
+        feats = X if self.kernel is None else self.kernel.phi(X)
+        p = 2.0 if self.similarity == "l2" else 1.0
+        return -torch.cdist(feats, self.keys, p=p)
+
+    def self_similarity(self, X: torch.Tensor) -> torch.Tensor:
+        """K(x, x) per row (only meaningful for "dot")."""
+        feats = X if self.kernel is None else self.kernel.phi(X)
+        return (feats * feats).sum(-1)
+
+
+def _make_scorer(memories, similarity, kernel, keys) -> _Scorer:
+    similarity = check_choice(similarity, "similarity", SIMILARITIES)
+    kernel = _check_kernel(kernel, memories)
+    if keys is not None:
+        check_tensor(keys, "keys")
+        if kernel is None:
+            raise ValueError("keys (the precomputed B = (W Xi)^T W) require the kernel they came from")
+        if similarity != "dot":
+            raise ValueError(f"keys are only used with similarity='dot', got similarity={similarity!r}")
+        if keys.shape != memories.shape:
+            raise ValueError(
+                f"keys must have the memories' shape {tuple(memories.shape)}, got {tuple(keys.shape)}"
+            )
+        check_same_dtype_device(keys, "keys", memories, "memories")
+        return _Scorer(similarity, keys, kernel)
+    if similarity == "dot":
+        # K(Xi, x) = B x with B = (W Xi)^T W: computed once, reused by every step.
+        keys = memories if kernel is None else kernel.precompute(memories)
+    else:
+        keys = memories if kernel is None else kernel.phi(memories)
+    return _Scorer(similarity, keys, kernel)
+
+
+def _as_batch(queries):
+    return (queries.unsqueeze(0), True) if queries.ndim == 1 else (queries, False)
+
+
+def _validate(queries, memories, beta, separation):
+    check_memories(memories)
+    check_queries(queries, memories)
+    beta = check_positive(beta, "beta")
+    sep = resolve_separation(separation)
+    return beta, sep
+
+
+def similarity_scores(queries: torch.Tensor, memories: torch.Tensor, *,
+                      kernel: LinearKernel | None = None, similarity: str = "dot",
+                      keys: torch.Tensor | None = None) -> torch.Tensor:
+    """S(x, Xi): (Q, M) scores ((M,) for one query).
+
+    "dot": ``Xi^T x``, or ``K(Xi, x)`` with a kernel; "l2": ``-||x - xi||_2``;
+    "manhattan": ``-||x - xi||_1`` (in feature space when a kernel is given).
+    """
+    check_memories(memories)
+    check_queries(queries, memories)
+    X, single = _as_batch(queries)
+    s = _make_scorer(memories, similarity, kernel, keys)(X)
+    return s[0] if single else s
+
+
+def association(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
+                separation="softmax", kernel: LinearKernel | None = None,
+                similarity: str = "dot", keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Separation weights ``Sep(beta * S(x, Xi))`` of Eq (2.4): (Q, M), or (M,) for one query.
+
+    Rows lie on the simplex; with sparsemax/entmax they contain exact zeros
+    (count them with :func:`uhop.separation.support_size`).
+    """
+    beta, sep = _validate(queries, memories, beta, separation)
+    X, single = _as_batch(queries)
+    p = sep(beta * _make_scorer(memories, similarity, kernel, keys)(X), dim=-1)
+    return p[0] if single else p
+
+
+def retrieval_step(queries: torch.Tensor, memories: torch.Tensor, **kwargs) -> torch.Tensor:
+    """One application of T_K (Eq (2.4)); same keywords as :func:`association`."""
+    p = association(queries, memories, **kwargs)
+    return p @ memories
+
+
+def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
+             separation="softmax", kernel: LinearKernel | None = None,
+             similarity: str = "dot", steps: int = 1, tol: float | None = None,
+             return_energies: bool = False, keys: torch.Tensor | None = None):
+    r"""Iterate the retrieval dynamics ``x_{t+1} = Xi Sep(beta S(x_t, Xi))`` (Eq (2.4)).
+
+    Shape convention: ``memories`` is (M, d) with one memory per **row** (the
+    paper's Xi in R^{d x M} is its transpose); ``queries`` is (d,) or (Q, d).
+    The result has the shape of ``queries``.
+
+    Args:
+        queries: (d,) or (Q, d), same dtype/device as ``memories``.
+        memories: (M, d).
+        beta: inverse temperature, multiplies the similarity inside Sep.
+        separation: "softmax" (alpha=1, MHM), "sparsemax" (alpha=2),
+            "entmax15", a float alpha in [1, 2], a Separation, or a callable
+            ``f(z, dim)`` returning simplex weights (no energies then).
+        kernel: a :class:`~uhop.kernel.LinearKernel`; with "dot" the scores
+            are K(Xi, x) = (W Xi)^T (W x) (U-Hop, Theorem 2.1).  With "l2" /
+            "manhattan" the distances are taken between Phi(x) and Phi(xi).
+        similarity: "dot", "l2" (``-||x - xi||_2``) or "manhattan" (``-||x - xi||_1``).
+        steps: maximum number of update steps (>= 1).
+        tol: stop early once ``max_q ||x_{t+1} - x_t||_2 < tol``.
+        return_energies: also return the energy (Eq (1.1) / (2.2)) of the
+            initial state and after each step; only for similarity="dot" and
+            an alpha-entmax separation.
+        keys: the (M, d) matrix ``kernel.precompute(memories)``, to skip its
+            computation (a fitted :class:`~uhop.model.UHop` passes it).
+
+    Returns:
+        ``x`` with the shape of ``queries``; with ``return_energies=True`` the
+        pair ``(x, energies)`` with energies of shape (steps_done + 1, Q), or
+        (steps_done + 1,) for a single query.
+
+    The kernel's B = (W Xi)^T W is computed once, so each kernelized step
+    costs the same two matrix products as a plain MHM step.  Gradients flow
+    through the computation (wrap the call in ``torch.no_grad()`` for speed
+    when the kernel weight requires grad).
+    """
+    beta, sep = _validate(queries, memories, beta, separation)
+    steps = check_int(steps, "steps", minimum=1)
+    if tol is not None:
+        tol = check_positive(tol, "tol")
+    if not isinstance(return_energies, bool):
+        raise TypeError(f"return_energies must be a bool, got {type(return_energies).__name__}")
+    if return_energies:
+        if similarity != "dot":
+            raise ValueError(
+                f"return_energies is only defined for similarity='dot' (energies E_MHM / E_K), "
+                f"got similarity={similarity!r}"
+            )
+        if not isinstance(sep, Separation):
+            raise ValueError("return_energies needs an alpha-entmax separation, not a custom callable")
+    scorer = _make_scorer(memories, similarity, kernel, keys)
+    X, single = _as_batch(queries)
+
+    energies = []
+
+    def record(X_now, scores_now, weights_now=None):
+        energies.append(_energy_from_scores(scores_now, scorer.self_similarity(X_now), beta, sep,
+                                            weights_now))
+
+    # The scores (and weights) of a state serve both its energy and the next step.
+    scores = scorer(X)
+    weights = sep(beta * scores, dim=-1)
+    if return_energies:
+        record(X, scores, weights)
+    for t in range(steps):
+        X_new = weights @ memories
+        converged = tol is not None and bool((X_new - X).norm(dim=-1).max() < tol)
+        X = X_new
+        last = converged or t == steps - 1
+        if return_energies or not last:
+            scores = scorer(X)
+            weights = sep(beta * scores, dim=-1)
+        if return_energies:
+            record(X, scores, weights)
+        if converged:
+            break
+
+    out = X[0] if single else X
+    if not return_energies:
+        return out
+    E = torch.stack(energies)  # (steps_done + 1, Q)
+    return out, (E[:, 0] if single else E)
