@@ -27,8 +27,6 @@ export UHOP_DATA
 ifneq ($(UHOP_DATA),)
   export UHOP_OFFLINE ?= 1
 endif
-# Matplotlib must not try a display; keep caches inside the build folder.
-export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 # Notebook kernels and tools resolve `python`/`jupyter` from the project's environment.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
