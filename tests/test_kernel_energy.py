@@ -10,14 +10,7 @@ import uhop
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These problems are tiny: thread hand-offs dominate, and on a shared
-    # machine a second intra-op thread slowed them down 10-40x when measured.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed):

@@ -11,13 +11,7 @@ from uhop.stage1 import fit_kernel
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny problems: a second intra-op thread only adds hand-off overhead.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _feats(seed=0, M=9, D=5):

@@ -12,14 +12,7 @@ from uhop.separation import SEPARATION_NAMES
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These problems are tiny: thread hand-offs dominate, and on a shared
-    # machine a second intra-op thread slowed them down 10-40x when measured.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 ALPHAS = [1.0, 1.2, 1.5, 2.0]
 BETAS = [0.3, 1.0, 4.0]
 
