@@ -54,7 +54,7 @@ def headline(d, M, epochs, repeats, lr, seed=0):
     m64 = memories.double()
     k_gram, _ = uhop.fit_kernel(m64, epochs=epochs, lr=0.1, engine="gram")
     k_auto, _ = uhop.fit_kernel(m64, epochs=epochs, lr=0.1, engine="autograd")
-    rel = float((k_gram.weight - k_auto.weight).norm() / k_auto.weight.norm())
+    rel = float((k_gram.weight.detach() - k_auto.weight.detach()).norm() / k_auto.weight.detach().norm())
     return {
         "d": d, "M": M, "epochs": epochs, "lr_timed": lr,
         "gram_s": statistics.median(gram), "autograd_s": statistics.median(autograd),

@@ -53,12 +53,18 @@ def test_gram_engine_matches_autograd_on_mnist(M, lr, epochs):
     assert rel < 1e-5, float(rel)
 
 
-def test_gram_engine_float32_close_to_float64():
+def test_gram_engine_float32_as_accurate_as_autograd_float32():
+    # Both engines run in the memories' dtype; in float32 the Gram recursion must stay as close to
+    # the float64 reference as float32 autograd does (stable step size, see the module docstring).
     memories = torch.rand(25, 40, generator=torch.Generator().manual_seed(0))
-    k32, _ = uhop.fit_kernel(memories, epochs=30, lr=0.5, engine="gram")
-    k64, _ = uhop.fit_kernel(memories.double(), epochs=30, lr=0.5, engine="gram")
-    assert k32.weight.dtype == torch.float32
-    torch.testing.assert_close(k32.weight.double(), k64.weight, rtol=1e-5, atol=1e-6)
+    reference, _ = uhop.fit_kernel(memories.double(), epochs=30, lr=0.1, engine="autograd")
+    errors = {}
+    for engine in ("gram", "autograd"):
+        k32, _ = uhop.fit_kernel(memories, epochs=30, lr=0.1, engine=engine)
+        assert k32.weight.dtype == torch.float32
+        errors[engine] = float((k32.weight.detach().double() - reference.weight).abs().max())
+    assert errors["gram"] < 1e-5, errors
+    assert errors["gram"] <= 10 * errors["autograd"], errors
 
 
 @pytest.mark.parametrize("engine", ["gram", "autograd"])
