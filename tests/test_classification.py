@@ -1,0 +1,146 @@
+"""Vision models and the classification runner (App F.4): variants, patch sizes, presets, summaries."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from uhop.data import DatasetNotFoundError, data_root
+from uhop.experiments import classification as cls
+from uhop.models import VARIANTS, HopfieldClassifier, HopfieldViT, build_model
+from uhop.nn import hopfield_layers
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_models_build_and_run_for_every_variant(variant):
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 32, 32)
+    model = build_model("cifar10", variant, image_size=32, num_classes=10, patch_size=8, dim=16)
+    assert isinstance(model, HopfieldClassifier) and model(x).shape == (3, 10)
+    sep, uhop = VARIANTS[variant]
+    layer = model.hopfield
+    assert layer.is_uhop == uhop and layer.separation.name == sep
+    vit = build_model("tiny_imagenet", variant, image_size=64, num_classes=200, patch_size=16, dim=16, num_heads=4)
+    assert isinstance(vit, HopfieldViT) and vit(torch.randn(2, 3, 64, 64)).shape == (2, 200)
+    assert len(hopfield_layers(vit, uhop_only=True)) == (3 if uhop else 0)
+
+
+def test_uhop_and_plain_models_start_identical():
+    x = torch.randn(4, 3, 32, 32)
+    outs = {}
+    for variant in ("sparse", "sparse_uhop"):
+        torch.manual_seed(7)
+        outs[variant] = build_model("cifar10", variant, image_size=32, num_classes=10, patch_size=4, dim=16).eval()(x)
+    torch.testing.assert_close(outs["sparse"], outs["sparse_uhop"])
+
+
+def test_sparse_variant_really_is_sparse():
+    torch.manual_seed(0)
+    model = HopfieldClassifier(patch_size=4, dim=16, variant="sparse").eval()
+    x = torch.randn(2, 3, 32, 32) * 3
+    patches = model.embed(x)
+    query = model.cls.expand(2, -1, -1)
+    a = model.hopfield.get_association_matrix((patches, query, patches))
+    assert a.shape == (2, 1, 1, 64) and bool((a == 0).any())
+
+
+def test_paper_patch_size_gives_a_single_memory():
+    model = HopfieldClassifier(patch_size=32, dim=16, variant="sparse")
+    assert model.num_memories == 1
+    x = torch.randn(2, 3, 32, 32)
+    patches = model.embed(x)
+    a = model.hopfield.get_association_matrix((patches, model.cls.expand(2, -1, -1), patches))
+    torch.testing.assert_close(a, torch.ones_like(a))       # one memory: Sep = 1 for every separation
+
+
+@pytest.mark.parametrize("patch", [3, 5, 48])
+def test_patch_size_must_divide_image(patch):
+    with pytest.raises(ValueError, match=r"patch_size \(\d+\) must divide"):
+        HopfieldClassifier(patch_size=patch)
+    with pytest.raises(ValueError, match="patch_size"):
+        cls.make_config("cifar10", "smoke", patch_size=patch)
+
+
+def test_presets_follow_tables_5_and_6():
+    paper = cls.make_config("cifar100", "paper")
+    assert (paper.lr, paper.dim, paper.epochs, paper.batch_size, paper.kernel_lr, paper.patch_size) == (
+        1e-3, 512, 25, 128, 0.1, 32)
+    tiny = cls.make_config("tiny_imagenet", "paper")
+    assert (tiny.lr, tiny.dim, tiny.epochs, tiny.batch_size, tiny.kernel_lr, tiny.patch_size) == (
+        1e-4, 512, 25, 128, 0.1, 64)
+    assert cls.make_config("cifar10", "companion").patch_size == 4
+    assert cls.make_config("cifar10", "smoke", epochs=None).epochs == cls.PRESETS["smoke"]["cifar"]["epochs"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        cls.make_config("cifar10", "huge")
+    with pytest.raises(ValueError, match="unknown variant"):
+        cls.make_config("cifar10", "smoke", variants=("mhm", "uhop"))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        cls.make_config("mnist", "smoke")
+
+
+def _fake_curves():
+    rows = []
+    for variant, accs in {"mhm": [0.3, 0.45, 0.5], "mhm_uhop": [0.35, 0.52, 0.6]}.items():
+        for seed in (0, 1):
+            for e, a in enumerate(accs, 1):
+                rows.append(dict(dataset="cifar10", variant=variant, label=variant, run_seed=seed, train_size=100,
+                                 epoch=e, train_loss=1 - a, train_acc=a + 0.01 * seed, test_loss=1.2 - a,
+                                 test_acc=a - 0.1, seconds=1.0, inner_seconds=0.5 if "uhop" in variant else 0.0,
+                                 outer_seconds=0.5, images_per_s=100.0))
+    return pd.DataFrame(rows)
+
+
+def test_summary_and_convergence_measures():
+    curves = _fake_curves()
+    c = curves[(curves.variant == "mhm") & (curves.run_seed == 0)]
+    assert cls.epochs_to_accuracy(c, 0.45) == 2.0 and math.isnan(cls.epochs_to_accuracy(c, 0.9))
+    summary = cls.summarize(curves).set_index("variant")
+    assert summary.loc["mhm_uhop", "max_train_acc"] == pytest.approx(0.605)
+    assert summary.loc["mhm", "final_test_acc"] == pytest.approx(0.4)
+    assert summary.loc["mhm_uhop", "epochs_to_train_acc_0.5"] == 2.0
+    assert summary.loc["mhm", "reached_train_acc_0.5"] == 2
+    assert summary.loc["mhm_uhop", "inner_fraction"] == pytest.approx(0.5)
+    assert summary.loc["mhm", "paper_test_acc"] == pytest.approx(0.522)
+    expr = cls.expressiveness_table(curves)
+    assert set(expr.columns) >= {"variant", "train_size", "max_train_acc", "max_train_acc_std", "seeds"}
+
+
+def test_run_end_to_end_and_resume(tmp_path):
+    cfg = cls.make_config("cifar10", "smoke", train_sizes=(64,), test_size=64, epochs=1, run_seeds=(0,),
+                          variants=("mhm", "sparse_uhop"), dim=8, batch_size=32, inner_batch_size=8)
+    logs = []
+    curves = cls.run(cfg, tmp_path, log=logs.append)
+    assert len(curves) == 2 and set(curves.variant) == {"mhm", "sparse_uhop"}
+    for name in ("curves.csv", "summary.csv", "summary.json", "expressiveness.csv", "manifest.json"):
+        assert (tmp_path / name).exists(), name
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["parameters"]["dataset"] == "cifar10" and "exact" in manifest["data"]
+    uh = curves[curves.variant == "sparse_uhop"].iloc[0]
+    assert uh.sep_loss_first == uh.sep_loss_first and uh.inner_seconds > 0
+    logs.clear()
+    cls.run(cfg, tmp_path, log=logs.append)
+    assert sum("skip" in s for s in logs) == 2
+
+
+def test_subsets_are_seeded_and_nested():
+    data = cls.ClassificationData(torch.arange(100).view(100, 1, 1, 1).to(torch.uint8).expand(100, 3, 2, 2),
+                                  torch.arange(100), torch.zeros(1, 3, 2, 2, dtype=torch.uint8),
+                                  torch.zeros(1, dtype=torch.long), 100, 2, torch.zeros(3), torch.ones(3), "x", True,
+                                  "fake", torch.arange(100))
+    a, b, c = data.subset(10, 0), data.subset(10, 0), data.subset(30, 0)
+    assert torch.equal(a.train_index, b.train_index)
+    assert torch.equal(c.train_index[:10], a.train_index)
+    assert not torch.equal(data.subset(10, 1).train_index, a.train_index)
+
+
+def test_cifar100_without_torchvision_files_raises_clear_error():
+    if (data_root() / "cifar100" / "cifar-100-python").exists():
+        pytest.skip("canonical CIFAR-100 present")
+    with pytest.raises(DatasetNotFoundError, match="cifar100"):
+        cls.load_data("cifar100")

@@ -1,0 +1,349 @@
+"""uhop.nn layers: pure retrieval equals uhop.retrieve, separations really differ, gradients, errors,
+Definition 3.1 and Theorem 3.1's construction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import uhop
+from uhop.nn import (FeatureMap, Hopfield, HopfieldLayer, HopfieldPooling, SeparationModule, UHopfield,
+                     attention_matrix, dl_separation_loss, feature_separation_loss, realize_attention)
+
+torch.set_num_threads(1)
+DT = torch.float64
+SEPARATIONS = ["softmax", "sparsemax", "entmax15", 1.3, "learnable"]
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+XI = torch.randn(7, 5, dtype=DT, generator=_gen(0))
+Q = torch.randn(3, 5, dtype=DT, generator=_gen(1))
+
+
+# -- pure retrieval ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sep", ["softmax", "sparsemax", "entmax15", 1.3, 1.0, 2.0])
+@pytest.mark.parametrize("extra_steps", [0, 3])
+def test_pure_retrieval_equals_uhop_retrieve(sep, extra_steps):
+    layer = Hopfield.retrieval(5, beta=0.7, separation=sep, update_steps_max=extra_steps,
+                               update_steps_eps=1e-300).double()
+    out = layer((XI, Q, XI))
+    ref = uhop.retrieve(Q, XI, beta=0.7, separation=sep, steps=extra_steps + 1)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    assert layer.last_update_steps == extra_steps
+    assert sum(p.numel() for p in layer.parameters()) == 0
+
+
+@pytest.mark.parametrize("sep", ["softmax", "sparsemax"])
+def test_pure_retrieval_with_kernel_equals_uhop_retrieve(sep):
+    torch.manual_seed(0)
+    layer = Hopfield.retrieval(5, beta=0.3, separation=sep, kernel="linear", d_phi=9, kernel_init="normal",
+                               update_steps_max=2, update_steps_eps=1e-300).double()
+    kernel = layer.feature_map.to_linear_kernel()
+    torch.testing.assert_close(layer((XI, Q, XI)), uhop.retrieve(Q, XI, beta=0.3, separation=sep, kernel=kernel,
+                                                                 steps=3), atol=1e-6, rtol=0)
+    # The association is Sep(beta K(Xi, x)) (rows on the simplex, one head).
+    a = layer.get_association_matrix((XI, Q, XI))
+    torch.testing.assert_close(a[0], uhop.association(uhop.retrieve(Q, XI, beta=0.3, separation=sep, kernel=kernel,
+                                                                    steps=2), XI, beta=0.3, separation=sep,
+                                                      kernel=kernel), atol=1e-6, rtol=0)
+
+
+def test_batched_unbatched_and_sequence_first_agree():
+    torch.manual_seed(0)
+    layer = Hopfield(5, num_heads=1, separation="entmax15").double().eval()
+    x = torch.randn(2, 6, 5, dtype=DT)
+    out = layer(x)
+    torch.testing.assert_close(layer(x[1]), out[1])
+    layer.batch_first = False
+    torch.testing.assert_close(layer(x.transpose(0, 1)).transpose(0, 1), out)
+
+
+def test_until_convergence_stops_early():
+    layer = Hopfield.retrieval(5, beta=8.0, separation="sparsemax", update_steps_max=None)
+    layer((XI.float(), Q.float(), XI.float()))
+    assert 1 <= layer.last_update_steps < 50
+
+
+# -- separation really selects the map ----------------------------------------------------------------------------
+
+
+def test_separation_selects_the_map():
+    torch.manual_seed(0)
+    x = torch.randn(4, 12, 8) * 3
+    weights = {}
+    for sep in ["softmax", "sparsemax", "entmax15"]:
+        torch.manual_seed(1)
+        layer = Hopfield(8, separation=sep, scaling=2.0)
+        a = layer.get_association_matrix(x)
+        torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
+        weights[sep] = a
+    assert bool((weights["softmax"] > 0).all())
+    assert bool((weights["sparsemax"] == 0).any()) and bool((weights["entmax15"] == 0).any())
+    assert not torch.allclose(weights["sparsemax"], weights["softmax"])
+    # sparsemax is the sparser one on the same scores
+    assert (weights["sparsemax"] > 0).sum() <= (weights["entmax15"] > 0).sum()
+
+
+def test_learnable_alpha_parameterisation_and_gradient():
+    sep = SeparationModule("learnable", num_heads=3, alpha_init=1.2)
+    torch.testing.assert_close(sep.alpha, torch.full((3,), 1.2))
+    assert SeparationModule("learnable", alpha_init=2.0).alpha.item() == pytest.approx(2.0, abs=1e-5)
+    z = torch.randn(2, 3, 4, 6, dtype=DT)
+    p = sep.double()(z)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 3, 4, dtype=DT))
+    p.pow(2).sum().backward()
+    assert sep.alpha_logit.grad is not None and bool(sep.alpha_logit.grad.abs().sum() > 0)
+    with torch.no_grad():
+        sep.alpha_logit.fill_(50.0)
+    assert bool((sep.alpha < 2.0 + 1e-12).all()) and bool((sep.alpha > 1.0).all())
+    layer = Hopfield(6, num_heads=3, separation="learnable", alpha_init=1.7)
+    torch.testing.assert_close(layer.separation.alpha, torch.full((3,), 1.7))
+
+
+# -- gradients ----------------------------------------------------------------------------------------------------
+
+
+# Parameters checked besides the inputs (the ones specific to these layers; nn.Linear/LayerNorm are torch's).
+_CHECKED = ("feature_map.weight", "alpha_logit", "q_proj.weight", "pooling_weights", "lookup_weights")
+
+
+def _gradcheck_layer(layer, inputs, fast=True):
+    layer = layer.double().eval()
+    params = {n: p.detach().clone().requires_grad_(n.endswith(_CHECKED)) for n, p in layer.named_parameters()}
+    names = list(params)
+
+    def f(*args):
+        xs, ps = args[:len(inputs)], args[len(inputs):]
+        inp = xs[0] if len(xs) == 1 else tuple(xs)
+        return functional_call(layer, dict(zip(names, ps)), (inp,))
+
+    args = tuple(x.detach().clone().requires_grad_(True) for x in inputs) + tuple(params.values())
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
+
+
+@pytest.mark.parametrize("sep", SEPARATIONS, ids=str)
+@pytest.mark.parametrize("kernel", [None, "linear"])
+def test_gradcheck_hopfield(sep, kernel):
+    torch.manual_seed(0)
+    layer = Hopfield(4, num_heads=2, separation=sep, kernel=kernel, kernel_init="normal" if kernel else "identity",
+                     update_steps_max=1, update_steps_eps=1e-300)
+    stored = torch.randn(2, 5, 4, dtype=DT)
+    state = torch.randn(2, 3, 4, dtype=DT)
+    _gradcheck_layer(layer, (stored, state, stored.clone()), fast=sep != "sparsemax")
+
+
+@pytest.mark.parametrize("sep", SEPARATIONS, ids=str)
+def test_gradcheck_pooling_lookup_uhop(sep):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 4, dtype=DT)
+    _gradcheck_layer(HopfieldPooling(4, num_heads=2, quantity=2, separation=sep), (x,))
+    _gradcheck_layer(HopfieldLayer(4, quantity=6, separation=sep, kernel="linear", kernel_init="normal"), (x,))
+    _gradcheck_layer(UHopfield(4, separation=sep, kernel_normalize_rows=True, kernel_init="normal"), (x,))
+
+
+# -- wrappers and the U-Hop layer ---------------------------------------------------------------------------------
+
+
+def test_pooling_and_lookup_shapes():
+    x = torch.randn(3, 7, 16)
+    pool = HopfieldPooling(16, num_heads=4, quantity=2, output_size=10)
+    assert pool(x).shape == (3, 20)
+    assert pool.get_association_matrix(x).shape == (3, 4, 2, 7)
+    assert 0 < pool.pooling_weights.std() < 0.05
+    lookup = HopfieldLayer(16, quantity=11, lookup_weights_as_separated=True)
+    assert lookup(x).shape == (3, 7, 16)
+    assert lookup.get_association_matrix(x).shape == (3, 1, 7, 11)
+
+
+def test_identity_kernel_starts_as_plain_layer():
+    x = torch.randn(2, 6, 8)
+    torch.manual_seed(3)
+    plain = Hopfield(8, num_heads=2, separation="sparsemax")
+    torch.manual_seed(3)
+    uhop_layer = UHopfield(8, num_heads=2, separation="sparsemax")
+    torch.testing.assert_close(uhop_layer(x), plain(x))
+    assert uhop_layer.is_uhop and not plain.is_uhop
+
+
+def test_kernel_row_normalisation():
+    fm = FeatureMap(4, 6, init="normal", normalize_rows=True)
+    torch.testing.assert_close(fm.effective_weight().norm(dim=1), torch.ones(6))
+
+
+def test_padding_mask_gives_zero_weight():
+    layer = Hopfield(4, separation="softmax")
+    x = torch.randn(2, 5, 4)
+    mask = torch.zeros(2, 5, dtype=torch.bool)
+    mask[:, -2:] = True
+    a = layer.get_association_matrix(x, stored_pattern_padding_mask=mask)
+    assert float(a[..., -2:].detach().abs().max()) == 0.0
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 1, 5))
+
+
+# -- Definition 3.1 -----------------------------------------------------------------------------------------------
+
+
+def test_dl_loss_matches_definition_and_its_minimum():
+    f = torch.randn(6, 4, dtype=DT, generator=_gen(2))
+    u = torch.nn.functional.normalize(f, dim=-1)
+    K = u @ u.T
+    i, j = torch.triu_indices(6, 6, 1)
+    manual = torch.log(torch.exp(2 * 2.0 * (K[i, j] ** 2 - 1)).mean())
+    torch.testing.assert_close(dl_separation_loss(f, t=2.0), manual)
+    manual_all = torch.log(torch.exp(2 * 2.0 * (K ** 2 - 1)).mean())
+    torch.testing.assert_close(dl_separation_loss(f, t=2.0, pairs="all"), manual_all)
+    # Orthonormal features reach the minimum -2t (the hypothesis of Theorem 3.1).
+    ortho = torch.linalg.qr(torch.randn(8, 5, dtype=DT, generator=_gen(3)))[0].T
+    torch.testing.assert_close(dl_separation_loss(ortho, t=1.5), torch.tensor(-3.0, dtype=DT))
+    assert dl_separation_loss(f, t=1.5) > -3.0
+    # Raw (unnormalised) features: the literal loss (u = v included) is minimised by collapsing Phi to 0.
+    collapsed = dl_separation_loss(1e-4 * f, t=2.0, normalize=False, pairs="all")
+    assert collapsed < dl_separation_loss(ortho, t=2.0, normalize=False, pairs="all")
+    torch.testing.assert_close(collapsed, torch.tensor(-4.0, dtype=DT))
+
+
+def test_def22_loss_matches_package_loss_and_batches():
+    f = torch.randn(6, 4, dtype=DT, generator=_gen(4))
+    torch.testing.assert_close(feature_separation_loss(f, 2.0, loss="def2.2"),
+                               uhop.separation_loss(f, t=2.0, normalize=True))
+    batch = torch.randn(3, 6, 4, dtype=DT)
+    per = dl_separation_loss(batch, reduction="none")
+    assert per.shape == (3,)
+    torch.testing.assert_close(per[1], dl_separation_loss(batch[1]))
+
+
+def test_layer_separation_loss_uses_mapped_stored_patterns():
+    torch.manual_seed(0)
+    layer = UHopfield(4, kernel_init="normal", d_phi=6)
+    x = torch.randn(2, 5, 4)
+    feats = layer.feature_map(layer.norm_stored(x))
+    torch.testing.assert_close(layer.separation_loss(x), dl_separation_loss(feats))
+    with pytest.raises(ValueError, match="U-Hop layer"):
+        Hopfield(4).separation_loss(x)
+
+
+# -- Theorem 3.1 --------------------------------------------------------------------------------------------------
+
+
+def _column_stochastic(M, seed):
+    P = torch.rand(M, M, dtype=DT, generator=_gen(seed)) + 0.05
+    return P / P.sum(dim=0, keepdim=True)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_realize_attention_orthogonal_features(beta):
+    M, D = 5, 8
+    X = torch.linalg.qr(torch.randn(D, M, dtype=DT, generator=_gen(5)))[0] * torch.arange(1, M + 1, dtype=DT)
+    P = _column_stochastic(M, 6)
+    W_Q, W_K = realize_attention(P, X, beta, method="orthogonal")
+    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, beta), P)
+    W_Q2, W_K2 = realize_attention(P, X, beta, D0=torch.rand(M, dtype=DT) + 0.1, head_dim=M)
+    assert W_Q2.shape == (M, D)
+    torch.testing.assert_close(attention_matrix(W_Q2, W_K2, X, beta), P)
+
+
+def test_realize_attention_with_one_dimension_less():
+    M, D = 5, 7
+    X = torch.randn(D, M, dtype=DT, generator=_gen(11))
+    P = _column_stochastic(M, 12)
+    W_Q, W_K = realize_attention(P, X, 1.5, head_dim=M - 1)
+    assert W_Q.shape == (M - 1, D)
+    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, 1.5), P)
+    with pytest.raises(ValueError, match="head_dim must be >= M - 1"):
+        realize_attention(P, X, 1.5, head_dim=M - 2)
+
+
+def test_realize_attention_general_full_rank_features():
+    X = torch.randn(6, 4, dtype=DT, generator=_gen(7))
+    P = _column_stochastic(4, 8)
+    W_Q, W_K = realize_attention(P, X, 2.0)          # auto -> pseudo-inverse
+    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, 2.0), P)
+    with pytest.raises(ValueError, match="orthogonal"):
+        realize_attention(P, X, 2.0, method="orthogonal")
+
+
+@pytest.mark.parametrize("case, match", [
+    ("M>D", "M <= D"), ("not-stochastic", "column-stochastic"), ("not-positive", "strictly positive"),
+    ("rank", "full column rank"), ("head_dim", "head_dim must be >= M - 1"), ("beta", "beta must be > 0"),
+])
+def test_realize_attention_errors(case, match):
+    X = torch.randn(6, 4, dtype=DT, generator=_gen(9))
+    P = _column_stochastic(4, 10)
+    kwargs = {}
+    if case == "M>D":
+        X, P = torch.randn(3, 4, dtype=DT), P
+    elif case == "not-stochastic":
+        P = P * 2
+    elif case == "not-positive":
+        P = torch.eye(4, dtype=DT)
+    elif case == "rank":
+        X = torch.cat([X[:, :3], X[:, :1] + X[:, 1:2]], dim=1)
+    elif case == "head_dim":
+        kwargs["head_dim"] = 2
+    beta = -1.0 if case == "beta" else 1.0
+    with pytest.raises(ValueError, match=match):
+        realize_attention(P, X, beta, **kwargs)
+
+
+# -- bad input ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: Hopfield(8, separation="softmx"), ValueError, "unknown separation 'softmx'"),
+    (lambda: Hopfield(8, separation=2.5), ValueError, r"separation must lie in \[1, 2\]"),
+    (lambda: Hopfield(8, separation=0.5), ValueError, r"separation must lie in \[1, 2\]"),
+    (lambda: Hopfield(8, separation="learnable", alpha_init=1.0), ValueError, r"alpha_init must lie in \(1, 2\]"),
+    (lambda: Hopfield(8, separation="learnable", alpha_init=2.5), ValueError, "alpha_init"),
+    (lambda: Hopfield(8, num_heads=3), ValueError, r"hidden_size \(8\) must be divisible by num_heads \(3\)"),
+    (lambda: Hopfield(8, hidden_size=12, num_heads=5), ValueError, "hidden_size"),
+    (lambda: Hopfield(8, pattern_size=10, num_heads=4), ValueError, "pattern_size"),
+    (lambda: Hopfield(8, kernel="rbf"), ValueError, "unknown kernel 'rbf'"),
+    (lambda: Hopfield(8, d_phi=4), ValueError, "d_phi is only used with kernel='linear'"),
+    (lambda: Hopfield(8, kernel="linear", d_phi=4), ValueError, "d_phi must be >= d"),
+    (lambda: Hopfield(8, kernel="linear", stored_pattern_size=6), ValueError, "stored_pattern_size"),
+    (lambda: Hopfield(8, scaling=-1.0), ValueError, "scaling must be > 0"),
+    (lambda: Hopfield(8, num_heads=2, scaling=[1.0]), ValueError, "scaling must be one float or num_heads"),
+    (lambda: Hopfield(8, dropout=1.0), ValueError, "dropout"),
+    (lambda: Hopfield(8, update_steps_max=-1), ValueError, "update_steps_max"),
+    (lambda: Hopfield(), ValueError, "input_size"),
+    (lambda: UHopfield(8, kernel=None), ValueError, "kernel must be 'linear'"),
+])
+def test_bad_construction(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_bad_forward_inputs_name_expected_and_given():
+    layer = Hopfield(8, stored_pattern_size=6, pattern_projection_size=5)
+    s, q, p = torch.randn(2, 4, 6), torch.randn(2, 3, 8), torch.randn(2, 4, 5)
+    layer((s, q, p))
+    with pytest.raises(ValueError, match=r"stored_pattern must have last dimension stored_pattern_size = 6, got 7"):
+        layer((torch.randn(2, 4, 7), q, p))
+    with pytest.raises(ValueError, match=r"state_pattern must have last dimension input_size = 8, got 6"):
+        layer((s, torch.randn(2, 3, 6), p))
+    with pytest.raises(ValueError, match=r"pattern_projection must have last dimension pattern_projection_size = 5"):
+        layer((s, q, torch.randn(2, 4, 8)))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        layer((s, q[:1], p))
+    with pytest.raises(ValueError, match="same number of patterns"):
+        layer((s, q, p[:, :2]))
+    with pytest.raises(ValueError, match="3-D tensor"):
+        layer((s[None], q, p))
+    with pytest.raises(TypeError, match="tuple"):
+        layer([s, q])
+    with pytest.raises(TypeError, match="floating-point"):
+        Hopfield(4)(torch.ones(2, 3, 4, dtype=torch.long))
+
+
+def test_scaling_default_is_inverse_sqrt_head_dim():
+    layer = Hopfield(16, num_heads=4)
+    assert layer.scaling == (0.5,) * 4
+    assert math.isclose(Hopfield(16, num_heads=2, scaling=[0.1, 0.2]).scaling[1], 0.2)
