@@ -1,0 +1,115 @@
+"""STanHop-Net (uhop.models.stanhop): shapes, initialisation, learnable alpha, overfitting, U-Hop inner steps.
+
+Tiny widths keep every test well under a few seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uhop.models.stanhop import STanHopNet, blocks_for_horizon
+from uhop.nn import HopfieldPooling, hopfield_layers, kernel_parameters, separation_step
+
+TINY = dict(d_model=16, n_heads=2, d_ff=32, factor=3, dropout=0.0)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is much faster (tests/conftest.py)
+
+
+@pytest.mark.parametrize("horizon,blocks", [(96, 1), (192, 1), (336, 2), (720, 2)])
+def test_blocks_follow_appendix_f5(horizon, blocks):
+    assert blocks_for_horizon(horizon) == blocks
+    assert STanHopNet(3, 48, horizon, **TINY).n_blocks == blocks
+
+
+@pytest.mark.parametrize("input_len,horizon,n_blocks", [(48, 24, 1), (50, 30, 2), (96, 12, 3), (12, 7, 1)])
+def test_output_shape_and_padding(input_len, horizon, n_blocks):
+    torch.manual_seed(0)
+    model = STanHopNet(4, input_len, horizon, n_blocks=n_blocks, **TINY)
+    out = model(torch.randn(2, input_len, 4))
+    assert out.shape == (2, horizon, 4)
+    assert torch.isfinite(out).all()
+    assert len(model.encoder) == n_blocks and len(model.decoder) == n_blocks + 1
+    # coarse-graining only from the second block on, window 2
+    assert model.encoder[0].merge is None
+    assert all(b.merge is not None and b.merge.win_size == 2 for b in model.encoder[1:])
+
+
+def test_wrong_input_shape_raises():
+    model = STanHopNet(4, 24, 12, **TINY)
+    with pytest.raises(ValueError, match="input_len=24"):
+        model(torch.randn(2, 25, 4))
+    with pytest.raises(ValueError, match="n_heads"):
+        STanHopNet(4, 24, 12, d_model=10, n_heads=4)
+
+
+def test_pooling_patterns_are_initialised():
+    torch.manual_seed(0)
+    model = STanHopNet(5, 24, 12, **TINY)
+    pools = [m for m in model.modules() if isinstance(m, HopfieldPooling)]
+    assert len(pools) == 3  # 1 encoder block + 2 decoder layers
+    for pool in pools:
+        w = pool.pooling_weights
+        assert w.shape == (1, TINY["factor"], TINY["d_model"])
+        assert torch.isfinite(w).all() and w.abs().max() > 0 and w.abs().max() < 1.0
+        assert w.std() > 1e-3  # distinct patterns, not a constant
+
+
+def test_alpha_is_learnable_and_stays_in_open_interval():
+    torch.manual_seed(0)
+    model = STanHopNet(3, 24, 12, **TINY)
+    layers = hopfield_layers(model)
+    assert layers and all(layer.separation.learnable for layer in layers)
+    logits = [layer.separation.alpha_logit for layer in layers]
+    opt = torch.optim.Adam(logits, lr=1.0)  # large steps on the alpha logits only
+    x, y = torch.randn(4, 24, 3), torch.randn(4, 12, 3)
+    before = model.alphas().clone()
+    for _ in range(4):
+        loss = (model(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    alphas = model.alphas()
+    assert not torch.equal(alphas, before)
+    assert ((alphas > 1.0) & (alphas < 2.0)).all()
+    assert (alphas - before).abs().max() > 0.1
+
+
+def test_tiny_overfit():
+    torch.manual_seed(0)
+    t = torch.arange(8 * 36, dtype=torch.float32).reshape(8, 36)
+    series = torch.stack([torch.sin(t / 5.0), torch.cos(t / 7.0)], dim=-1)  # 8 windows, 2 channels
+    x, y = series[:4, :24], series[:4, 24:]
+    model = STanHopNet(2, 24, 12, **TINY)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        first = float((model(x) - y).pow(2).mean())
+    for _ in range(40):
+        loss = (model(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first / 10, (first, float(loss.detach()))
+
+
+def test_uhop_starts_as_plain_model_and_inner_steps_touch_only_kernels():
+    torch.manual_seed(0)
+    plain = STanHopNet(3, 24, 12, **TINY)
+    torch.manual_seed(0)
+    model = STanHopNet(3, 24, 12, uhop=True, **TINY)
+    x = torch.randn(6, 24, 3)
+    # identity-initialised Phi consumes no random numbers: same weights, same output
+    torch.testing.assert_close(model(x), plain(x))
+    kernels = kernel_parameters(model)
+    assert len(kernels) == len(hopfield_layers(model)) == 11  # 3 encoder + 2 x 4 decoder Hopfield layers
+    kernel_ids = {id(p) for p in kernels}
+    others = {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in kernel_ids}
+    kernel_before = [p.detach().clone() for p in kernels]
+    opt = torch.optim.SGD(kernels, lr=0.1)
+    losses = [separation_step(model, x, opt) for _ in range(6)]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < losses[0] - 0.02, losses
+    for n, p in model.named_parameters():
+        if id(p) not in kernel_ids:
+            assert torch.equal(p, others[n]), f"inner step changed {n}"
+    assert any(not torch.equal(a, b) for a, b in zip(kernels, kernel_before))
