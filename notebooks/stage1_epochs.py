@@ -1,0 +1,106 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Stage-I epochs: retrieval error and separation loss against $N$, average against max loss
+#
+# Figure 5 (error against the number $N$ of Stage-I epochs), and Figure 8 / Appendix G.2 (the
+# average separation loss of Definition 2.2 against the worst-pair "max" loss that the official
+# scripts use): for each $(M, \text{seed})$ Stage I runs once per loss up to the largest $N$, and
+# the kernel at every $N$ of `epochs` is used for one retrieval step on 50%-masked queries.
+# Baselines (no Stage I) appear as flat lines. Plots: mean over runs $\pm$ one standard deviation
+# over runs.
+
+# %% tags=["parameters"]
+dataset: str = "mnist"  # image set: "mnist", "cifar10" (the 60k JPEG copy, lossy) or "synthetic"
+protocol: str = "paper"  # "paper", "official" or "tuned"
+methods: list = ["mhm", "uhop_mhm", "uhop_sparse_mhm"]  # methods compared (uhop.experiments.METHODS)
+sizes: list = [20, 50]  # memory-set sizes M
+epochs: list = [0, 1, 10, 20, 50]  # Stage-I epochs N (Table 4: 1, 10, 20, 50, 100, 200, 500, 1000)
+losses: list = ["avg", "max"]  # Stage-I losses compared (App G.2)
+mask_fraction: float = 0.5  # fraction of each query hidden
+runs: int = 2  # runs (seeds seed, seed+1, ...), the paper uses 20
+beta: float = 1.0  # inverse temperature (the paper: 1)
+t: float = 2.0  # RBF scale of the separation loss (the paper: 2)
+lr: float = 0.0  # Stage-I learning rate, 0: the protocol default (paper 1)
+seed: int = 0  # first seed, run r uses seed + r
+device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
+threads: int = 1  # torch CPU threads (1 avoids oversubscription on a shared 2-core machine)
+output: str = "../_build/results-smoke/retrieval/epochs/mnist_paper.csv"  # results CSV (full size: ../results/...)
+resume: bool = False  # True: keep the cells already in `output`, False: start afresh (only under _build/)
+command: str = ""  # command recorded in the manifest (full_size.yml fills it)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+
+from uhop.experiments import GridConfig, run_grid
+from uhop.experiments import report
+
+start = time.perf_counter()
+config = GridConfig(
+    experiment="epochs", dataset=dataset, protocol=protocol, methods=methods, sizes=sizes, epochs=epochs,
+    noise=[mask_fraction], seeds=[seed + r for r in range(runs)], corruption="mask", beta=beta, t=t,
+    losses=losses, lr=lr or None,
+)
+path = report.prepare_output(output, resume)
+results = run_grid(config, path, device=device, threads=threads,
+                   command=command or f"papermill notebooks/stage1_epochs.py (output={output})")
+print(f"{len(results)} rows -> {path}; {results['variant'].iloc[0]!r} copy of {dataset}")
+
+# %% [markdown]
+# Retrieval error against $N$, one panel per $M$ (solid: average loss, dashed: max loss; the x
+# axis is symmetric-log so that $N = 0$, U-Hop before any training, is shown).
+
+# %%
+uhop_rows = results[results["N"].notna()]
+curves = report.expand_baselines(results, sorted(uhop_rows["N"].unique()))
+curves = curves.assign(loss=curves["loss"].fillna("none (baseline)"))
+fig, axes = plt.subplots(1, len(config.sizes), figsize=(5.2 * len(config.sizes), 4), squeeze=False)
+for ax, M in zip(axes[0], config.sizes):
+    report.lineplot(curves[curves["M"] == M], x="N", y="sse_mean", style="loss", ax=ax, logy=True,
+                    title=f"{dataset}, M = {M}")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The separation losses of the kernels against $N$: the average loss (Definition 2.2) and the
+# worst-pair loss, both evaluated on all $M$ memories whichever loss Stage I minimised.
+
+# %%
+kern = uhop_rows[uhop_rows["method"] == uhop_rows["method"].iloc[0]]
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for ax, value, name in zip(axes, ["sep_loss", "sep_loss_max"], ["average loss", "max (worst-pair) loss"]):
+    import seaborn as sns
+    sns.lineplot(data=kern.assign(M=kern["M"].astype(int).astype(str)), x="N", y=value, hue="M", style="loss",
+                 hue_order=[str(m) for m in config.sizes], errorbar="sd", marker="o", ax=ax)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+    ax.set_title(f"{name} of the learned kernel")
+fig.tight_layout()
+plt.show()
+
+# %%
+report.summary(uhop_rows, ["method", "loss", "M", "N"]).round(3)
+
+# %%
+# Smoke check: one row per cell; U-Hop at N = 0 (identity kernel) equals MHM under "paper".
+assert len(results) == sum(len(config.cells(M, s)) for M, s in config.groups()), len(results)
+if protocol == "paper" and 0 in config.epochs and "mhm" in methods and "uhop_mhm" in methods:
+    a = results[(results["method"] == "uhop_mhm") & (results["N"] == 0)].groupby(["M", "seed", "loss"])["sse_mean"].first()
+    b = results[results["method"] == "mhm"].set_index(["M", "seed"])["sse_mean"]
+    assert all(abs(v - b[(M, s)]) <= 1e-4 * (1 + b[(M, s)]) for (M, s, _), v in a.items())
+print(f"wall time: {time.perf_counter() - start:.1f} s")
