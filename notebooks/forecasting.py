@@ -40,7 +40,7 @@ epochs: int = 1  # maximum training epochs (paper: 50)
 patience: int = 25  # early-stopping patience in epochs on the validation loss (paper: 25; 0 disables)
 batch_size: int = 16  # training batch size (paper: 16)
 lr: float = 1e-4  # Adam learning rate of the task loss (paper: 1e-4)
-lr_decay: float = 1.0  # learning-rate factor applied after every epoch (1 = constant, as the paper states)
+lr_decay: float = 1.0  # learning-rate factor applied after every epoch (1 keeps it constant, as the paper states)
 loss: str = "mae"  # task loss, "mae" (App F.5) or "mse" (official STanHop code)
 kernel_lr: float = 0.1  # SGD learning rate of U-Hop's inner separation-loss steps (paper: 0.1)
 inner_steps: int = 1  # inner separation-loss steps per outer step (N_i of Algorithm 2; not stated)
@@ -49,14 +49,14 @@ n_heads: int = 2  # Hopfield heads (official code: 4)
 d_ff: int = 32  # MLP width (official code: 512)
 factor: int = 3  # learned pooling patterns of the cross-series layer (official code: 10)
 dropout: float = 0.3  # dropout (official example config: 0.3)
-max_train_windows: int = 48  # training windows per epoch, a fixed random subset (0 = all)
-max_val_windows: int = 48  # validation windows, evenly spaced (0 = all)
-max_test_windows: int = 192  # test windows, evenly spaced (0 = the full test split; required for results)
+max_train_windows: int = 48  # training windows per epoch, a fixed random subset (0 means all)
+max_val_windows: int = 48  # validation windows, evenly spaced (0 means all)
+max_test_windows: int = 192  # test windows, evenly spaced (0 means the full test split, required for results)
 seed: int = 0  # first run seed (model initialisation, batch order)
 n_seeds: int = 1  # number of seeds: seed, seed + 1, ...
-threads: int = 1  # torch CPU threads (0 = torch's default); 1 is fastest for tiny models on a shared CPU
+threads: int = 1  # torch CPU threads (0 means torch's default), 1 is fastest for tiny models on a shared CPU
 out_dir: str = "../_build/forecasting/smoke"  # where run results (JSON + manifest) and the summary go
-checkpoint_dir: str = "../_build/forecasting/checkpoints"  # last.pt / best.pt per run (resume); "" = none
+checkpoint_dir: str = "../_build/forecasting/checkpoints"  # last.pt and best.pt per run for resuming, empty string for none
 device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
 
 # %%

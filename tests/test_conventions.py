@@ -69,6 +69,14 @@ def test_experiment_notebook_parameters_are_annotated(path, tmp_path):
     for name, info in params.items():
         assert info["inferred_type_name"] not in ("None", ""), f"{path.name}: parameter {name} has no type annotation"
         assert info["help"].strip(), f"{path.name}: parameter {name} has no comment explaining it"
+    # papermill silently drops assignment lines it cannot parse; every assignment must be seen.
+    assigned = {
+        line.split(":", 1)[0].split("=", 1)[0].strip()
+        for line in tagged[0].source.splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and not line[0].isspace()
+    }
+    invisible = sorted(assigned - set(params))
+    assert not invisible, f"{path.name}: papermill cannot parse the parameters {invisible} (check their comments)"
     assert "device" in params, f"{path.name}: every experiment notebook takes a `device` parameter"
     assert params["device"]["inferred_type_name"] == "str" and params["device"]["default"] == '"cpu"', params["device"]
     assert "seed" in params and params["seed"]["inferred_type_name"] == "int", f"{path.name}: needs `seed: int`"
