@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
@@ -30,6 +31,7 @@ import torch
 import uhop
 from uhop.experiments import METHODS, GridConfig, make_queries, run_grid, stage1_settings
 from uhop.experiments.retrieval import DAM_DEGREE, _derive, _Pool
+from uhop.provenance import atomic_write_text, write_manifest
 
 SIZES = [10, 20, 30, 50, 100, 200, 500]
 
@@ -93,10 +95,12 @@ def ratio(args):
         ref = loop[(row["method"], n, int(row["seed"]))]
         if ref == ref and row["sse_mean"] == row["sse_mean"]:
             worst = max(worst, abs(ref - row["sse_mean"]) / (1e-6 + abs(ref)))
-    print(json.dumps(dict(benchmark="ratio", dataset=args.dataset, protocol=args.protocol, M=args.M,
-                          epochs=cfg.epochs, runs=args.runs, cells=len(df), runner_s=round(t_runner, 2),
-                          per_memory_loop_s=round(t_loop, 2), speedup=round(t_loop / t_runner, 1),
-                          max_rel_diff_sse=worst, threads=torch.get_num_threads())))
+    result = dict(benchmark="ratio", dataset=args.dataset, protocol=args.protocol, M=args.M,
+                  epochs=cfg.epochs, runs=args.runs, cells=len(df), runner_s=round(t_runner, 2),
+                  per_memory_loop_s=round(t_loop, 2), speedup=round(t_loop / t_runner, 1),
+                  max_rel_diff_sse=worst, threads=torch.get_num_threads())
+    print(json.dumps(result))
+    return result
 
 
 def sweep(args):
@@ -106,15 +110,20 @@ def sweep(args):
         start = time.perf_counter()
         df = run_grid(cfg, f"{tmp}/sweep.csv", progress=False, threads=args.threads)
         wall = time.perf_counter() - start
-    print(json.dumps(dict(benchmark="sweep", dataset=args.dataset, protocol=args.protocol, N=args.N,
-                          runs=args.runs, cells=len(df), wall_s=round(wall, 1),
-                          stage1_s=round(float(df.groupby(["M", "seed"])["stage1_s"].max().sum()), 1),
-                          threads=torch.get_num_threads())))
+    result = dict(benchmark="sweep", dataset=args.dataset, protocol=args.protocol, N=args.N,
+                  runs=args.runs, cells=len(df), wall_s=round(wall, 1),
+                  stage1_s=round(float(df.groupby(["M", "seed"])["stage1_s"].max().sum()), 1),
+                  threads=torch.get_num_threads())
+    print(json.dumps(result))
+    return result
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="what", required=True)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: the ratio at M = 10, N in {1, 3}, one run (ignores the subcommand)")
+    parser.add_argument("--json", metavar="PATH", help="write the result and a manifest (PATH.manifest.json)")
+    sub = parser.add_subparsers(dest="what", required=False)
     r = sub.add_parser("ratio")
     r.add_argument("--M", type=int, default=100)
     r.add_argument("--epochs", type=int, nargs="+", default=[1, 10, 100])
@@ -126,8 +135,20 @@ def main():
         p.add_argument("--dataset", default="mnist")
         p.add_argument("--protocol", default="paper")
         p.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    (ratio if args.what == "ratio" else sweep)(args)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.quick:
+        args = argparse.Namespace(**{**vars(args), "what": "ratio", "M": 10, "epochs": [1, 3], "runs": 1,
+                                     "dataset": "mnist", "protocol": "paper", "threads": 1})
+    elif args.what is None:
+        parser.error("choose a subcommand: ratio or sweep (or --quick)")
+    result = (ratio if args.what == "ratio" else sweep)(args)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        write_manifest(args.json + ".manifest.json", command="python benchmarks/bench_retrieval_runner.py "
+                       + " ".join(argv if argv is not None else sys.argv[1:]),
+                       parameters={k: v for k, v in vars(args).items()}, wall_time_s=time.perf_counter() - start)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
