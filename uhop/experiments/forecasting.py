@@ -32,7 +32,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -47,6 +46,7 @@ from .._checks import check_choice, check_int, check_positive
 from ..data import time_series_splits
 from ..models.stanhop import DEFAULTS, STanHopNet, blocks_for_horizon
 from ..nn import kernel_parameters, separation_step
+from ..nn.bilevel import save_checkpoint
 from ..provenance import atomic_write_text, write_manifest
 
 try:  # plain text bars: they work in terminals, logs and notebook kernels alike (no ipywidgets needed)
@@ -244,18 +244,6 @@ def evaluate(model: nn.Module, windows: _Windows, batch_size: int = 256) -> dict
 # -- checkpoints ------------------------------------------------------------------------------------------------
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -380,22 +368,22 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
                 best.update(val=val_loss, epoch=epoch + 1)
                 bad_epochs = 0
                 if best_path is not None:
-                    _atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "config": asdict(config)},
-                                 best_path)
+                    save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
+                                                "config": asdict(config)})
                 else:
                     best["state"] = {k: t.detach().clone() for k, t in model.state_dict().items()}
             else:
                 bad_epochs += 1
             history.append(record)
             if last_path is not None:
-                _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "kernel_optimizer": None if kernel_opt is None else kernel_opt.state_dict(),
-                              "history": history, "bad_epochs": bad_epochs, "best_val": best["val"],
-                              "best_epoch": best["epoch"], "config": asdict(config),
-                              "rng": {"torch": torch.get_rng_state(), "batches": batch_gen.get_state(),
-                                      "inner": inner_gen.get_state(),
-                                      "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}},
-                             last_path)
+                save_checkpoint(last_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "kernel_optimizer": None if kernel_opt is None else kernel_opt.state_dict(),
+                    "history": history, "bad_epochs": bad_epochs, "best_val": best["val"],
+                    "best_epoch": best["epoch"], "config": asdict(config),
+                    "rng": {"torch": torch.get_rng_state(), "batches": batch_gen.get_state(),
+                            "inner": inner_gen.get_state(),
+                            "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}})
             if hasattr(epochs_bar, "set_postfix"):
                 epochs_bar.set_postfix(train=f"{record['train_loss']:.4f}", val_mse=f"{v['mse']:.4f}",
                                        bad=bad_epochs)

@@ -115,6 +115,20 @@ def _pair_mean_log(logits: torch.Tensor, pairs: str) -> torch.Tensor:
     return torch.logsumexp(logits[:, i, j], dim=1) - math.log(M * (M - 1) / 2)
 
 
+def _prepared_sets(features, t, pairs, reduction, normalize):
+    """Shared argument checks of the set losses: (sets (B, M, D), t, pairs, reduction)."""
+    feats = _as_sets(features, "features")
+    t = check_t(t)
+    pairs = check_choice(pairs, "pairs", PAIRS)
+    reduction = check_choice(reduction, "reduction", ("mean", "none"))
+    if pairs == "distinct" and feats.shape[1] < 2:
+        raise ValueError(f"features must hold at least 2 patterns per set for pairs='distinct', got shape "
+                         f"{tuple(features.shape)} (a single stored pattern has no pair to separate)")
+    if normalize:
+        feats = F.normalize(feats, dim=-1)
+    return feats, t, pairs, reduction
+
+
 def dl_separation_loss(features: torch.Tensor, t: float = 2.0, *, normalize: bool = True,
                        pairs: str = "distinct", reduction: str = "mean") -> torch.Tensor:
     r"""Definition 3.1: ``L_bar(Xi; t) = log E_{u,v ~ Xi} exp{2t [K(u, v)^2 - 1]}`` from the mapped patterns.
@@ -139,15 +153,7 @@ def dl_separation_loss(features: torch.Tensor, t: float = 2.0, *, normalize: boo
     Definition 2.2, whose minimiser on the sphere is a regular simplex (cosines ``-1/(M-1)``), its
     minimiser is an orthonormal set, which is what the representation theorem needs.
     """
-    feats = _as_sets(features, "features")
-    t = check_t(t)
-    pairs = check_choice(pairs, "pairs", PAIRS)
-    reduction = check_choice(reduction, "reduction", ("mean", "none"))
-    if pairs == "distinct" and feats.shape[1] < 2:
-        raise ValueError(f"features must hold at least 2 patterns per set for pairs='distinct', got shape "
-                         f"{tuple(features.shape)} (a single stored pattern has no pair to separate)")
-    if normalize:
-        feats = F.normalize(feats, dim=-1)
+    feats, t, pairs, reduction = _prepared_sets(features, t, pairs, reduction, normalize)
     K = feats @ feats.transpose(-1, -2)
     loss = _pair_mean_log(2.0 * t * (K.pow(2) - 1.0), pairs)
     return loss.mean() if reduction == "mean" else loss
@@ -165,15 +171,7 @@ def feature_separation_loss(features: torch.Tensor, t: float = 2.0, *, loss: str
     loss = check_choice(loss, "loss", SEPARATION_LOSSES)
     if loss == "dl":
         return dl_separation_loss(features, t, normalize=normalize, pairs=pairs, reduction=reduction)
-    feats = _as_sets(features, "features")
-    t = check_t(t)
-    pairs = check_choice(pairs, "pairs", PAIRS)
-    reduction = check_choice(reduction, "reduction", ("mean", "none"))
-    if pairs == "distinct" and feats.shape[1] < 2:
-        raise ValueError(f"features must hold at least 2 patterns per set for pairs='distinct', got shape "
-                         f"{tuple(features.shape)}")
-    if normalize:
-        feats = F.normalize(feats, dim=-1)
+    feats, t, pairs, reduction = _prepared_sets(features, t, pairs, reduction, normalize)
     G = feats @ feats.transpose(-1, -2)
     sq = torch.diagonal(G, dim1=-2, dim2=-1)
     D = (sq[..., :, None] + sq[..., None, :] - 2.0 * G).clamp_min(0.0)
