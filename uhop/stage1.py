@@ -132,6 +132,17 @@ class FitHistory:
     final_loss: float = float("nan")
     final_min_distance: float = float("nan")
     final_w_norm: float = float("nan")
+
+    def record(self, step: int, loss: float, min_distance: float, w_norm: float, progress: bool,
+               engine: str) -> None:
+        """Append the diagnostics of the W after ``step`` steps; print every ~10% when ``progress``."""
+        self.loss.append(float(loss))
+        self.min_distance.append(min_distance)
+        self.w_norm.append(w_norm)
+        if progress and (step % max(1, self.epochs // 10) == 0 or step == self.epochs):
+            print(f"[uhop stage I, {engine}] step {step}/{self.epochs} loss {float(loss):.6g} "
+                  f"min distance {min_distance:.4g} |W| {w_norm:.4g}", file=sys.stderr)
+
     #: epoch -> fitted kernel after that many steps (row-normalised like the final kernel),
     #: for the epochs requested with ``fit_kernel(checkpoints=...)``.
     checkpoints: dict = field(default_factory=dict)
@@ -168,17 +179,11 @@ def _fit_autograd(kernel: LinearKernel, train: torch.Tensor, s: dict, history: F
     opt = torch.optim.Adam([W], lr=s["lr"]) if s["optimizer"] == "adam" else None
     lr = s["lr"]
     epochs = s["epochs"]
-    report_every = max(1, epochs // 10)
     for i in range(epochs + 1):
         if i in s.get("checkpoints", ()):
             history.checkpoints[i] = W.detach().clone()
         loss, min_dist, w_norm = _measure(kernel, train, s)
-        history.loss.append(float(loss.detach()))
-        history.min_distance.append(min_dist)
-        history.w_norm.append(w_norm)
-        if progress and (i % report_every == 0 or i == epochs):
-            print(f"[uhop stage I] step {i}/{epochs} loss {history.loss[-1]:.6g} "
-                  f"min distance {min_dist:.4g} |W| {w_norm:.4g}", file=sys.stderr)
+        history.record(i, loss.detach(), min_dist, w_norm, progress, "autograd")
         if i == epochs:
             break
         lr = _lr_at(s["lr_schedule"], s["lr"], lr, i)

@@ -21,7 +21,6 @@ without it.  Momentum-free SGD with any learning-rate schedule fits this form; A
 
 from __future__ import annotations
 
-import sys
 
 import torch
 
@@ -82,7 +81,6 @@ def fit_gram(kernel, train: torch.Tensor, s: dict, history, progress: bool) -> N
 
     lr = s["lr"]
     epochs = s["epochs"]
-    report_every = max(1, epochs // 10)
     def materialise(A):
         return W0 + F0.T @ (A @ X)                        # W_0 + (W_0 Xi) A Xi^T
 
@@ -96,12 +94,7 @@ def fit_gram(kernel, train: torch.Tensor, s: dict, history, progress: bool) -> N
         loss, C, min_dist = _loss_and_coefficient(K, s)
         # ||W||_F^2 = ||W_0||^2 + 2 tr(H A) + tr(A^T H A S), with traces as elementwise sums.
         w_sq = w0_sq + 2.0 * float((H * A.T).sum()) + float((HAS * A).sum())
-        history.loss.append(loss)
-        history.min_distance.append(min_dist)
-        history.w_norm.append(max(w_sq, 0.0) ** 0.5)
-        if progress and (i % report_every == 0 or i == epochs):
-            print(f"[uhop stage I, gram] step {i}/{epochs} loss {loss:.6g} "
-                  f"min distance {min_dist:.4g} |W| {history.w_norm[-1]:.4g}", file=sys.stderr)
+        history.record(i, loss, min_dist, max(w_sq, 0.0) ** 0.5, progress, "gram")
         if i == epochs:
             break
         lr = _lr_at(s["lr_schedule"], s["lr"], lr, i)
