@@ -34,7 +34,7 @@ import torch
 from .cache import build_once, extract_once, is_complete
 from .checksums import KNOWN_FILES, verify_file
 from .errors import DataIntegrityError, DatasetNotFoundError, unknown_name
-from .imagedata import ImageData, announce_approximate
+from .imagedata import ImageData, announce_approximate, read_rgb
 from .paths import cache_dir, data_root, download_allowed, download_status, is_writable
 
 __all__ = ["load_cifar10", "load_cifar100", "CIFAR10_CLASSES", "CIFAR_SPLITS", "CIFAR10_VARIANTS", "CIFAR100_VARIANTS",
@@ -130,16 +130,6 @@ def cifar10_jpeg_cache(root=None) -> Path:
     return build_once(decoded, tag, lambda tmp: _decode_cifar10_jpeg(extracted, tmp))
 
 
-def _read_jpeg(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    if a.shape != (32, 32, 3):
-        raise DataIntegrityError(path, "a 32x32 RGB image", f"shape {a.shape}", what="image shape")
-    return a.transpose(2, 0, 1)
-
-
 def _decode_cifar10_jpeg(extracted: Path, out: Path) -> None:
     base = extracted / "CIFAR-10-images"
     with open(extracted / "kaggle_trainLabels.csv", newline="") as fh:
@@ -151,7 +141,7 @@ def _decode_cifar10_jpeg(extracted: Path, out: Path) -> None:
     x_train = np.empty((50000, 3, 32, 32), dtype=np.uint8)
     rank = [0] * 10
     for k, c in enumerate(y_train):  # train image k = train/<class>/<rank of k within its class>.jpg
-        x_train[k] = _read_jpeg(base / "train" / CIFAR10_CLASSES[c] / f"{rank[c]:04d}.jpg")
+        x_train[k] = read_rgb(base / "train" / CIFAR10_CLASSES[c] / f"{rank[c]:04d}.jpg", 32)
         rank[c] += 1
     for c, name in enumerate(CIFAR10_CLASSES):
         n_files = sum(1 for _ in (base / "train" / name).glob("*.jpg"))
@@ -160,7 +150,7 @@ def _decode_cifar10_jpeg(extracted: Path, out: Path) -> None:
     x_test = np.empty((10000, 3, 32, 32), dtype=np.uint8)
     y_test = np.repeat(np.arange(10, dtype=np.int64), 1000)
     for i, c in enumerate(y_test):
-        x_test[i] = _read_jpeg(base / "test" / CIFAR10_CLASSES[c] / f"{i % 1000:04d}.jpg")
+        x_test[i] = read_rgb(base / "test" / CIFAR10_CLASSES[c] / f"{i % 1000:04d}.jpg", 32)
     np.save(out / "train_images.npy", x_train)
     np.save(out / "train_labels.npy", y_train)
     np.save(out / "test_images.npy", x_test)

@@ -140,3 +140,18 @@ class ImageTensorDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"ImageTensorDataset({self.data.describe()})"
+
+
+def read_rgb(path, size: int):
+    """One image file as uint8 ``(3, size, size)`` (grayscale converted to RGB); a file of another
+    size is a :class:`~uhop.data.errors.DataIntegrityError`, never silently resized."""
+    import numpy as np
+    from PIL import Image
+
+    from .errors import DataIntegrityError
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if a.shape != (size, size, 3):
+        raise DataIntegrityError(path, f"a {size}x{size} RGB image", f"shape {a.shape}", what="image shape")
+    return a.transpose(2, 0, 1)

@@ -31,7 +31,7 @@ import torch
 from .cache import build_once, extract_once, is_complete
 from .checksums import KNOWN_FILES, verify_file
 from .errors import DataIntegrityError, DatasetNotFoundError, unknown_name
-from .imagedata import ImageData
+from .imagedata import ImageData, read_rgb
 from .paths import cache_dir, data_root, download_allowed, download_status
 
 __all__ = ["load_tiny_imagenet", "TINY_SPLITS", "TINY_VARIANTS", "tiny_imagenet_cache"]
@@ -60,16 +60,6 @@ def _is_folder(p: Path) -> bool:
 def _index(name: str) -> int:
     """Numeric part of ``n01443537_17.JPEG`` / ``val_17.JPEG``."""
     return int(Path(name).stem.rsplit("_", 1)[1])
-
-
-def _read_rgb64(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    if a.shape != (64, 64, 3):
-        raise DataIntegrityError(path, "a 64x64 image", f"shape {a.shape}", what="image shape")
-    return a.transpose(2, 0, 1)
 
 
 def _decode_folder(folder: Path, out: Path) -> None:
@@ -103,7 +93,7 @@ def _decode_folder(folder: Path, out: Path) -> None:
                                   [cidx[w] for _, w in val_rows])):
         x = np.empty((len(files), 3, 64, 64), dtype=np.uint8)
         for i, p in enumerate(files):
-            x[i] = _read_rgb64(p)
+            x[i] = read_rgb(p, 64)
         np.save(out / f"{split}_images.npy", x)
         np.save(out / f"{split}_labels.npy", np.asarray(labels, dtype=np.int64))
     (out / "classes.json").write_text(json.dumps({"wnids": wnids, "words": [words.get(w, w) for w in wnids]}))
