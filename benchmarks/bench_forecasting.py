@@ -8,8 +8,9 @@ and every trained variant (``stanhop``, ``stanhop_uhop``,
 of U-Hop's step time and the U-Hop / plain slowdown, plus an estimated epoch time for the CPU budget:
 ``train windows / windows-per-s + validation windows / eval-windows-per-s``.
 
-A second table measures the learnable-alpha entmax (bisection) at the ``uhop.nn`` default of 100 iterations
-against 25 (float32 resolution is reached after about 25), to show what a ``bisect_iters`` option would save.
+A second table times a STanHop step with the learnable-alpha entmax (bisection) at 100 iterations (the
+float64 default, and the float32 default before it became dtype-aware) against ``uhop.nn``'s float32
+default of 30 (float32 resolution is reached after about 24 halvings).
 
 Usage::
 
@@ -31,9 +32,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-import uhop.nn.separation as nn_separation
 from uhop.experiments.forecasting import ForecastConfig, build_model
-from uhop.nn import kernel_parameters, separation_step
+from uhop.nn import SeparationModule, kernel_parameters, separation_step
 from uhop.provenance import atomic_write_text, write_manifest
 
 #: channels and full training-window counts (stanhop protocol, input 96) per dataset; the count depends on
@@ -41,9 +41,12 @@ from uhop.provenance import atomic_write_text, write_manifest
 SHAPES = {"ETTh1": (7, 8640), "ETTm1": (7, 34560), "WTH": (12, 20160)}
 
 
-def _time_steps(cfg: ForecastConfig, n_vars: int, steps: int) -> dict:
+def _time_steps(cfg: ForecastConfig, n_vars: int, steps: int, bisect_iters: int | None = None) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg, n_vars)
+    for module in model.modules():
+        if isinstance(module, SeparationModule):
+            module.bisect_iters = bisect_iters
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     kparams = kernel_parameters(model) if cfg.variant == "stanhop_uhop" else []
     kopt = torch.optim.SGD(kparams, lr=cfg.kernel_lr) if kparams else None
@@ -124,17 +127,12 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    # learnable-alpha entmax: uhop.nn's 100 bisection iterations vs 25
+    # learnable-alpha entmax: 100 bisection iterations vs the float32 default (None -> 30)
     bisect = []
-    saved = nn_separation._BISECT_ITERS
-    try:
-        for iters in (saved, 25):
-            nn_separation._BISECT_ITERS = iters
-            m = _time_steps(replace(base, variant="stanhop", horizon=96), 7, max(steps, 2))
-            bisect.append({"bisect_iters": iters, "windows_per_s": round(m["windows_per_s"], 2)})
-            print(json.dumps(bisect[-1]), flush=True)
-    finally:
-        nn_separation._BISECT_ITERS = saved
+    for iters in (100, None):
+        m = _time_steps(replace(base, variant="stanhop", horizon=96), 7, max(steps, 2), bisect_iters=iters)
+        bisect.append({"bisect_iters": iters or "default (30 in float32)", "windows_per_s": round(m["windows_per_s"], 2)})
+        print(json.dumps(bisect[-1]), flush=True)
     result = {"config": {"d_model": d_model, "d_ff": d_ff, "n_heads": base.n_heads, "factor": base.factor,
                          "input_len": args.input_len, "batch_size": base.batch_size, "threads": args.threads,
                          "steps": steps, "max_train_windows": args.max_train_windows,

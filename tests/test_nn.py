@@ -347,3 +347,29 @@ def test_scaling_default_is_inverse_sqrt_head_dim():
     layer = Hopfield(16, num_heads=4)
     assert layer.scaling == (0.5,) * 4
     assert math.isclose(Hopfield(16, num_heads=2, scaling=[0.1, 0.2]).scaling[1], 0.2)
+
+
+@pytest.mark.parametrize("alpha_init", [1.1, 1.5, 1.9])
+def test_learnable_alpha_float32_bisection_steps_reach_float32_precision(alpha_init):
+    # The float32 default (30 bisection steps, uhop.nn.separation) must give the weights and gradients of a
+    # float64 solve with 100 steps to float32 rounding: fewer steps are a speed choice, not an approximation.
+    g = torch.Generator().manual_seed(3)
+    z64 = (4 * torch.randn(8, 3, 5, 40, generator=g, dtype=torch.float64)).requires_grad_(True)
+    z32 = z64.detach().float().requires_grad_(True)
+    sep = SeparationModule("learnable", num_heads=3, alpha_init=alpha_init)
+    ref = sep.double()(z64)
+    w = torch.randn_like(ref)
+    (ref * w).sum().backward()
+    ref_grad_z, ref_grad_a = z64.grad.clone(), sep.alpha_logit.grad.clone()
+    sep.zero_grad()
+    sep = sep.float()
+    out = sep(z32)
+    (out * w.float()).sum().backward()
+    torch.testing.assert_close(out.double(), ref.detach(), atol=2e-6, rtol=0)
+    torch.testing.assert_close(z32.grad.double(), ref_grad_z, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(sep.alpha_logit.grad.double(), ref_grad_a, atol=1e-4, rtol=1e-3)
+    # and the explicit override is honoured: 3 steps are visibly too few
+    sep.bisect_iters = 3
+    assert (sep(z32.detach()).double() - ref.detach()).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="bisect_iters"):
+        SeparationModule("learnable", bisect_iters=0)

@@ -90,8 +90,9 @@ class ForecastConfig:
     ``patience`` 0 disables early stopping; ``lr_decay`` multiplies the learning rate after every epoch (1: constant,
     the paper states no schedule; 0.5 halves it every epoch like the official code's ``lradj``).
     ``max_train_windows`` / ``max_val_windows`` cap the windows per epoch for a CPU budget (a fixed seeded
-    random subset of the training windows; evenly spaced validation windows).  ``max_test_windows`` (evenly
-    spaced test windows) exists for smoke runs only: results shown as results use the full test split.
+    random subset of the training windows; evenly spaced validation windows).  ``max_test_windows`` tests on
+    evenly spaced windows of the test split (smoke runs and the CPU tier, whose results are labelled as
+    subsampled; the paper and the GPU commands use the full split).
     """
 
     dataset: str = "ETTh1"

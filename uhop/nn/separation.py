@@ -10,7 +10,11 @@ A layer's association weights are ``Sep(beta * scores)`` over the stored pattern
 * ``"learnable"``: one alpha per head, parameterised as ``alpha = 1 + sigmoid(a)`` so that it stays in
   the open interval (1, 2) whatever the optimiser does (the parameterisation of Correia et al., 2019,
   used by STanHop and the sparse Hopfield layers).  The weights come from ``entmax_bisect``, which is
-  differentiable in alpha.
+  differentiable in alpha.  Bisection halves the threshold bracket (width < 1) each step, so the number
+  of steps only needs to reach the working precision: ``bisect_iters=None`` (default) uses 30 steps in
+  float32 (2^-30 is below float32's 2^-24 resolution), 16 in half precision and 100 in float64 (as
+  :func:`uhop.entmax`).  The learnable map dominates STanHop's run time, and 30 instead of 100 steps
+  makes a training step about 2x faster with weights equal to float32 rounding (tested).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ __all__ = ["SeparationModule", "LEARNABLE", "make_separation"]
 #: The string that asks for a learnable alpha.
 LEARNABLE = "learnable"
 
-# Bisection steps for the learnable alpha (as in uhop.separation: far below float64 resolution).
-_BISECT_ITERS = 100
+# Bisection steps for the learnable alpha by dtype: enough halvings of a bracket of width < 1 to reach
+# the dtype's resolution (float64: as in uhop.separation, far below it).
+_BISECT_ITERS = {torch.float64: 100, torch.float32: 30, torch.float16: 16, torch.bfloat16: 16}
 # 1 + sigmoid(a) never reaches 2; an initial alpha of exactly 2 is represented by 2 - 1e-6.
 _ALPHA_TOP = 2.0 - 1e-6
 
@@ -50,6 +55,8 @@ class SeparationModule(nn.Module):
         num_heads: number of heads (one learnable alpha per head).
         alpha_init: initial alpha for ``"learnable"``, in (1, 2]; 2 is represented as 2 - 1e-6
             because ``1 + sigmoid(a)`` only reaches 2 in the limit.
+        bisect_iters: bisection steps of the learnable map; ``None`` picks them from the scores'
+            dtype (float32: 30, float64: 100, half: 16).  The attribute can be changed later.
 
     ``forward(z)`` takes scores ``(..., H, Q, M)`` (heads at dim -3 when alpha is learnable; any
     shape for a fixed map) and returns weights of the same shape, each ``(..., M)`` slice on the
@@ -57,9 +64,10 @@ class SeparationModule(nn.Module):
     """
 
     def __init__(self, separation: str | float | Separation = "softmax", num_heads: int = 1,
-                 alpha_init: float = 1.5):
+                 alpha_init: float = 1.5, bisect_iters: int | None = None):
         super().__init__()
         self.num_heads = check_int(num_heads, "num_heads", minimum=1)
+        self.bisect_iters = None if bisect_iters is None else check_int(bisect_iters, "bisect_iters", minimum=1)
         self.learnable = isinstance(separation, str) and separation == LEARNABLE
         if self.learnable:
             alpha0 = _check_real(alpha_init, "alpha_init")
@@ -111,7 +119,8 @@ class SeparationModule(nn.Module):
         alpha = (1.0 + torch.sigmoid(self.alpha_logit)).to(z.dtype)
         # Expand here (not inside entmax_bisect) so that autograd sums the alpha gradient back to (H,).
         alpha = alpha.view(self.num_heads, 1, 1).expand(*z.shape[:-1], 1)
-        return entmax_bisect(z, alpha, dim=-1, n_iter=_BISECT_ITERS)
+        n_iter = self.bisect_iters if self.bisect_iters is not None else _BISECT_ITERS.get(z.dtype, 100)
+        return entmax_bisect(z, alpha, dim=-1, n_iter=n_iter)
 
 
 def make_separation(sep, num_heads: int = 1, alpha_init: float = 1.5) -> SeparationModule:
