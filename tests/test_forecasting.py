@@ -163,3 +163,81 @@ def other_key(cfg):
 def test_paper_table_is_complete():
     assert len(PAPER_TABLE8) == 12
     assert PAPER_TABLE8[("ETTh1", 720)]["stanhop_uhop"] == (0.572, 0.559)
+
+
+# -- the committed CPU tier (results/forecasting/runs) -----------------------------------------------------------
+
+_RUNS_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "results" / "forecasting" / "runs"
+# notebook parameter -> ForecastConfig field, where the names differ or need conversion
+_ZERO_IS_NONE = ("max_train_windows", "max_val_windows", "max_test_windows")
+
+
+def test_committed_cpu_tier_covers_every_table8_cell_with_the_documented_settings():
+    # The chapter book/forecasting.md renders these runs beside Table 8: every cell (3 datasets x 4 horizons)
+    # must hold both STanHop variants and both baselines for >= 3 seeds, each run written by the settings its
+    # full_size.yml entry declares, with a provenance manifest naming a commit.
+    import json
+
+    from uhop.experiments.forecasting import DATASETS, HORIZONS
+    from uhop.reproduce import load_runs
+
+    entries = {(r["parameters"]["dataset"], r["parameters"]["horizon"]): r["parameters"] for r in load_runs()
+               if r["name"].startswith("forecasting_cpu_")}
+    assert set(entries) == {(d, h) for d in DATASETS for h in HORIZONS}
+    runs = [json.loads(f.read_text()) for f in sorted(_RUNS_DIR.glob("*.json")) if not f.name.endswith(".manifest.json")]
+    for (dataset, horizon), params in entries.items():
+        for variant in ("stanhop", "stanhop_uhop", "persistence", "linear"):
+            cell = [r for r in runs if r["config"]["dataset"] == dataset and r["config"]["horizon"] == horizon
+                    and r["config"]["variant"] == variant]
+            seeds = {r["config"]["seed"] for r in cell}
+            assert len(seeds) >= 3 and seeds == set(range(params["seed"], params["seed"] + params["n_seeds"])), \
+                f"{dataset} h{horizon} {variant}: seeds {sorted(seeds)}"
+            for r in cell:
+                c = r["config"]
+                for key, value in params.items():
+                    if key in c and key != "seed":  # "seed" is the first of n_seeds
+                        expected = None if key in _ZERO_IS_NONE and value == 0 else value
+                        assert c[key] == expected, f"{r['key']}: {key}={c[key]!r}, full_size.yml says {value!r}"
+                assert not r["interrupted"] and np.isfinite(r["test_mse"]) and np.isfinite(r["test_mae"])
+                assert r["windows"]["test"] == min(params["max_test_windows"] or 10**9, r["windows"]["test_available"])
+                if variant.startswith("stanhop"):
+                    assert r["epochs_run"] == params["epochs"] and r["best_epoch"] is not None
+                manifest = json.loads((_RUNS_DIR / f"{r['key']}.json.manifest.json").read_text())
+                assert len(manifest["git"]["commit"]) == 40 and manifest["parameters"]["seed"] == c["seed"]
+
+
+def test_retest_reproduces_recorded_metrics_and_measures_kernel_drift(tmp_path):
+    from uhop.experiments.forecasting import build_model, kernel_drift, retest
+
+    splits = synthetic_splits()
+    results = {}
+    for variant in ("stanhop", "stanhop_uhop", "persistence"):
+        cfg = ForecastConfig(variant=variant, epochs=2, patience=0, max_train_windows=48, max_test_windows=20, **TINY)
+        results[variant] = train_forecaster(cfg, splits=splits, out_dir=tmp_path / "out",
+                                            checkpoint_dir=tmp_path / "ck", progress=False)
+    files = sorted(f for f in (tmp_path / "out").glob("*.json") if not f.name.endswith(".manifest.json"))
+    # the same windows again: the recorded numbers, from best.pt
+    same = {r["variant"]: r for r in retest(files, tmp_path / "ck", max_test_windows=20, splits=splits)}
+    for variant, res in results.items():
+        assert same[variant]["windows"] == res["windows"]["test"] == 20
+        assert same[variant]["mse"] == pytest.approx(res["test_mse"], rel=1e-6)
+        assert same[variant]["mae"] == pytest.approx(res["test_mae"], rel=1e-6)
+    # the whole test split: every window, and a different number
+    whole = {r["variant"]: r for r in retest(files, tmp_path / "ck", splits=splits)}
+    assert whole["stanhop"]["windows"] == results["stanhop"]["windows"]["test_available"] > 20
+    assert whole["stanhop"]["mse"] != pytest.approx(results["stanhop"]["test_mse"], rel=1e-9)
+    # kernel drift: zero at the identity start, positive after training, absent without U-Hop
+    assert whole["stanhop"]["kernel_drift"] is None and whole["persistence"]["kernel_drift"] is None
+    drift = whole["stanhop_uhop"]["kernel_drift"]
+    # (TINY's decoder has one output segment: its across-time layer stores one pattern, whose weight is 1
+    # whatever Phi is, so that Phi gets no gradient and stays at the identity; hence min >= 0, max > 0)
+    assert drift["layers"] == 11 and 0 <= drift["min"] <= drift["mean"] <= drift["max"] and drift["max"] > 0
+    fresh = build_model(ForecastConfig(variant="stanhop_uhop", **TINY), 3)
+    assert kernel_drift(fresh)["max"] == 0.0
+    # a missing checkpoint is named
+    with pytest.raises(FileNotFoundError, match="best.pt"):
+        retest(files, tmp_path / "nowhere", splits=splits)
+    drift_only = retest(files, tmp_path / "ck", splits=splits, test=False)
+    assert all(r["mse"] is None for r in drift_only)
+    assert [r["kernel_drift"] for r in drift_only] == [r["kernel_drift"] for r in retest(files, tmp_path / "ck",
+                                                                                          splits=splits)]
