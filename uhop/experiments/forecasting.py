@@ -23,6 +23,12 @@ weights restored for the test (saved atomically as ``best.pt``), the task loss M
 separation loss and the MAE loss"; ``loss="mse"`` gives the official STanHop code's criterion).  Every epoch
 writes ``last.pt`` (model, optimizers, early-stopping state, RNG states) so that an interrupted run resumes
 where it stopped and reproduces the uninterrupted run.
+
+:func:`retest` re-tests finished runs from their ``best.pt`` on another set of test windows and measures how far
+U-Hop's feature maps moved (:func:`kernel_drift`); command line::
+
+    python -m uhop.experiments.forecasting retest --runs results/forecasting/runs \
+        --checkpoints _build/forecasting/checkpoints --cells ETTh1_96,WTH_96 --out results/forecasting/full_test/x.json
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
-           "paper_table", "run_key"]
+           "paper_table", "run_key", "retest", "kernel_drift", "main"]
 
 VARIANTS = ("stanhop", "stanhop_uhop", "persistence", "linear")
 VARIANT_LABELS = {"stanhop": "STanHop-Net", "stanhop_uhop": "STanHop-Net + U-Hop", "persistence": "persistence",
@@ -532,3 +538,121 @@ def paper_table():
              "+U-Hop MSE": v["stanhop_uhop"][0], "+U-Hop MAE": v["stanhop_uhop"][1]}
             for (d, h), v in PAPER_TABLE8.items()]
     return pd.DataFrame(rows)
+
+
+# -- checks of finished runs ------------------------------------------------------------------------------------
+
+
+def kernel_drift(model: nn.Module) -> dict | None:
+    """How far U-Hop's feature maps moved from their identity start: ``||W - [I; 0]||_F / ||I||_F`` per
+    :class:`uhop.nn.FeatureMap` (min, mean, max over the layers); ``None`` for a model without U-Hop."""
+    from ..nn import FeatureMap
+
+    drifts = []
+    for module in model.modules():
+        if isinstance(module, FeatureMap):
+            start = torch.zeros_like(module.weight)
+            start[: module.d, : module.d] = torch.eye(module.d, dtype=start.dtype, device=start.device)
+            drifts.append(float((module.weight.detach() - start).norm() / math.sqrt(module.d)))
+    if not drifts:
+        return None
+    return {"layers": len(drifts), "min": min(drifts), "mean": sum(drifts) / len(drifts), "max": max(drifts)}
+
+
+def retest(run_files: Sequence[str | os.PathLike], checkpoint_dir: str | os.PathLike, *, device: str = "cpu",
+           max_test_windows: int | None = None, splits=None, test: bool = True) -> list[dict]:
+    """Re-test finished runs on another set of test windows (default: the whole test split).
+
+    For each run JSON written by :func:`train_forecaster`, rebuild its model, load the ``best.pt`` it was tested
+    with from ``checkpoint_dir/<run_key>/`` (nothing to load for persistence), and evaluate it on
+    ``max_test_windows`` evenly spaced test windows (``None``: all).  Returns one dict per run with the recorded
+    and the new metrics and, for U-Hop runs, :func:`kernel_drift`.  Measures what a test subsample changes.
+    ``splits``: a :class:`uhop.data.TimeSeriesSplits` to use for every run (loaded per dataset if None).
+    ``test=False`` only loads the weights (for :func:`kernel_drift`); the metrics are then None.
+    """
+    out = []
+    splits_cache: dict = {}
+    dev = torch.device(device)
+    for f in run_files:
+        result = json.loads(Path(f).read_text())
+        config = ForecastConfig(**result["config"])
+        data_key = (config.dataset, config.input_len, config.features, config.target, config.protocol)
+        if splits is not None:
+            if splits.input_len != config.input_len or splits.name.lower() != config.dataset.lower():
+                raise ValueError(f"splits ({splits.name}, input_len={splits.input_len}) do not match {f}")
+            splits_cache[data_key] = splits
+        elif data_key not in splits_cache:
+            splits_cache[data_key] = time_series_splits(config.dataset, config.input_len, features=config.features,
+                                                        target=config.target, protocol=config.protocol)
+        run_splits = splits_cache[data_key]
+        test_set = run_splits.dataset("test", config.horizon)
+        starts = torch.arange(len(test_set))
+        if max_test_windows is not None and max_test_windows < len(test_set):
+            starts = torch.linspace(0, len(test_set) - 1, max_test_windows).round().long().unique()
+        model = build_model(config, run_splits.train.shape[1]).to(dev)
+        if config.trains:
+            best = Path(checkpoint_dir) / result["key"] / "best.pt"
+            if not best.exists():
+                raise FileNotFoundError(f"{best} not found: re-run {result['key']} with this checkpoint_dir")
+            state = torch.load(best, map_location=dev, weights_only=False)
+            if state["config"] != result["config"]:
+                raise ValueError(f"{best} was written by a different configuration than {f}")
+            model.load_state_dict(state["model"])
+        t0 = time.perf_counter()
+        metrics = (evaluate(model, _Windows(test_set, starts, dev), config.eval_batch_size) if test
+                   else {"mse": None, "mae": None})
+        out.append({"key": result["key"], "dataset": config.dataset, "horizon": config.horizon,
+                    "variant": config.variant, "seed": config.seed, "windows": len(starts) if test else 0,
+                    "recorded_windows": result["windows"]["test"], "recorded_mse": result["test_mse"],
+                    "recorded_mae": result["test_mae"], "mse": metrics["mse"], "mae": metrics["mae"],
+                    "kernel_drift": kernel_drift(model), "seconds": time.perf_counter() - t0})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m uhop.experiments.forecasting retest``: :func:`retest` over committed runs, written as JSON +
+    manifest (the chapter's full-test check of the CPU tier)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m uhop.experiments.forecasting")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("retest", help="re-test finished runs from their best.pt on the full test split")
+    p.add_argument("--runs", required=True, help="folder of run JSONs (results/forecasting/runs)")
+    p.add_argument("--checkpoints", required=True, help="checkpoint_dir the runs used")
+    p.add_argument("--cells", required=True, help="comma-separated DATASET_HORIZON, e.g. ETTh1_96,WTH_96")
+    p.add_argument("--variants", default="stanhop,stanhop_uhop,linear,persistence")
+    p.add_argument("--max-test-windows", type=int, default=0, help="0: the whole test split")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--drift-only", action="store_true", help="only load the weights and measure U-Hop's kernel drift")
+    p.add_argument("--out", required=True, help="JSON to write (a manifest is written beside it)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cells = {tuple(c.rsplit("_", 1)) for c in args.cells.split(",") if c}
+    variants = {check_choice(v.strip(), "variant", VARIANTS) for v in args.variants.split(",") if v.strip()}
+    files = []
+    for f in sorted(Path(args.runs).glob("*.json")):
+        if f.name.endswith(".manifest.json"):
+            continue
+        c = json.loads(f.read_text()).get("config")
+        if c and (c["dataset"], str(c["horizon"])) in cells and c["variant"] in variants:
+            files.append(f)
+    if not files:
+        parser.error(f"no run of {sorted(cells)} / {sorted(variants)} under {args.runs}")
+    start = time.perf_counter()
+    rows = retest(files, args.checkpoints, device=args.device, max_test_windows=args.max_test_windows or None,
+                  test=not args.drift_only)
+    for r in rows if not args.drift_only else []:
+        print(f"{r['key']}: MSE {r['recorded_mse']:.4f} on {r['recorded_windows']} windows -> {r['mse']:.4f} on "
+              f"{r['windows']} ({r['seconds']:.0f} s)", flush=True)
+    atomic_write_text(args.out, json.dumps({"rows": rows}, indent=1) + "\n")
+    write_manifest(args.out + ".manifest.json", command=" ".join(["python -m uhop.experiments.forecasting",
+                                                                   *(argv if argv is not None else sys.argv[1:])]),
+                   parameters=vars(args), wall_time_s=time.perf_counter() - start, device=args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
