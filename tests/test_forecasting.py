@@ -76,6 +76,12 @@ def test_splits_must_match_config():
     with pytest.raises(ValueError, match="do not match"):
         train_forecaster(ForecastConfig(variant="persistence", input_len=48, horizon=12), splits=synthetic_splits(),
                          progress=False)
+    # the protocol too: uhop.data's default protocol ("informer") cuts WTH differently from the config's
+    # default ("stanhop"); such splits were once accepted silently
+    informer = dataclasses.replace(synthetic_splits(), protocol="informer")
+    with pytest.raises(ValueError, match="protocol"):
+        train_forecaster(ForecastConfig(variant="persistence", input_len=24, horizon=12), splits=informer,
+                         progress=False)
 
 
 @needs_ett

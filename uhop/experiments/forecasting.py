@@ -226,6 +226,14 @@ class _Windows:
         return x, y
 
 
+def _check_splits(splits, config: ForecastConfig, what: str) -> None:
+    """Refuse splits cut differently from what ``config`` asks for (dataset, look-back, features, protocol)."""
+    got = (splits.name.lower(), splits.input_len, splits.features, splits.protocol)
+    want = (config.dataset.lower(), config.input_len, config.features, config.protocol)
+    if got != want:
+        raise ValueError(f"splits (dataset, input_len, features, protocol) = {got} do not match {what}: {want}")
+
+
 def _output(model, x, target):
     out = model(x)
     return out if target is None else out[..., target:target + 1]
@@ -287,9 +295,8 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     if splits is None:
         splits = time_series_splits(config.dataset, config.input_len, features=config.features, target=config.target,
                                     protocol=config.protocol)
-    elif splits.input_len != config.input_len or splits.name.lower() != config.dataset.lower():
-        raise ValueError(f"splits ({splits.name}, input_len={splits.input_len}) do not match the config "
-                         f"({config.dataset}, input_len={config.input_len})")
+    else:
+        _check_splits(splits, config, "the config")
     datasets = {}
     for split in ("train", "val", "test"):
         try:
@@ -578,8 +585,7 @@ def retest(run_files: Sequence[str | os.PathLike], checkpoint_dir: str | os.Path
         config = ForecastConfig(**result["config"])
         data_key = (config.dataset, config.input_len, config.features, config.target, config.protocol)
         if splits is not None:
-            if splits.input_len != config.input_len or splits.name.lower() != config.dataset.lower():
-                raise ValueError(f"splits ({splits.name}, input_len={splits.input_len}) do not match {f}")
+            _check_splits(splits, config, str(f))
             splits_cache[data_key] = splits
         elif data_key not in splits_cache:
             splits_cache[data_key] = time_series_splits(config.dataset, config.input_len, features=config.features,
