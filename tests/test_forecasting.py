@@ -247,3 +247,25 @@ def test_retest_reproduces_recorded_metrics_and_measures_kernel_drift(tmp_path):
     assert all(r["mse"] is None for r in drift_only)
     assert [r["kernel_drift"] for r in drift_only] == [r["kernel_drift"] for r in retest(files, tmp_path / "ck",
                                                                                           splits=splits)]
+
+
+@needs_ett
+def test_retest_command_line_writes_json_and_manifest(tmp_path, capsys):
+    import json
+
+    from uhop.experiments.forecasting import main
+
+    cfg = ForecastConfig(dataset="ETTh1", horizon=96, variant="persistence", max_val_windows=8, max_test_windows=50)
+    res = train_forecaster(cfg, out_dir=tmp_path / "runs", progress=False)
+    out = tmp_path / "check.json"
+    assert main(["retest", "--runs", str(tmp_path / "runs"), "--checkpoints", str(tmp_path / "ck"),
+                 "--cells", "ETTh1_96,WTH_720", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["key"] == res["key"] and rows[0]["recorded_windows"] == 50
+    assert rows[0]["windows"] == res["windows"]["test_available"]
+    assert rows[0]["mse"] == pytest.approx(1.2944, abs=5e-4)  # persistence on the whole ETTh1 test split
+    manifest = json.loads((tmp_path / "check.json.manifest.json").read_text())
+    assert "retest" in manifest["command"] and "ETTh1_96" in manifest["command"]
+    assert "MSE" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # no run of the requested cells
+        main(["retest", "--runs", str(tmp_path / "runs"), "--checkpoints", "x", "--cells", "WTH_96", "--out", str(out)])
