@@ -190,7 +190,9 @@ def test_committed_cpu_tier_covers_every_table8_cell_with_the_documented_setting
     entries = {(r["parameters"]["dataset"], r["parameters"]["horizon"]): r["parameters"] for r in load_runs()
                if r["name"].startswith("forecasting_cpu_")}
     assert set(entries) == {(d, h) for d in DATASETS for h in HORIZONS}
-    runs = [json.loads(f.read_text()) for f in sorted(_RUNS_DIR.glob("*.json")) if not f.name.endswith(".manifest.json")]
+    from uhop.experiments.forecasting import load_runs
+
+    runs = load_runs(_RUNS_DIR)
     for (dataset, horizon), params in entries.items():
         for variant in ("stanhop", "stanhop_uhop", "persistence", "linear"):
             cell = [r for r in runs if r["config"]["dataset"] == dataset and r["config"]["horizon"] == horizon
@@ -221,7 +223,10 @@ def test_retest_reproduces_recorded_metrics_and_measures_kernel_drift(tmp_path):
         cfg = ForecastConfig(variant=variant, epochs=2, patience=0, max_train_windows=48, max_test_windows=20, **TINY)
         results[variant] = train_forecaster(cfg, splits=splits, out_dir=tmp_path / "out",
                                             checkpoint_dir=tmp_path / "ck", progress=False)
-    files = sorted(f for f in (tmp_path / "out").glob("*.json") if not f.name.endswith(".manifest.json"))
+    from uhop.experiments.forecasting import load_runs
+
+    files = load_runs(tmp_path / "out")
+    assert sorted(r["config"]["variant"] for r in files) == sorted(results)
     # the same windows again: the recorded numbers, from best.pt
     same = {r["variant"]: r for r in retest(files, tmp_path / "ck", max_test_windows=20, splits=splits)}
     for variant, res in results.items():

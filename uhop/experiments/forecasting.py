@@ -62,7 +62,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
-           "paper_table", "run_key", "retest", "kernel_drift", "main"]
+           "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main"]
 
 VARIANTS = ("stanhop", "stanhop_uhop", "persistence", "linear")
 VARIANT_LABELS = {"stanhop": "STanHop-Net", "stanhop_uhop": "STanHop-Net + U-Hop", "persistence": "persistence",
@@ -226,6 +226,19 @@ class _Windows:
         return x, y
 
 
+def _load_splits(config: ForecastConfig):
+    """The splits ``config`` asks for (dataset, look-back, features, target, protocol)."""
+    return time_series_splits(config.dataset, config.input_len, features=config.features, target=config.target,
+                              protocol=config.protocol)
+
+
+def _evenly_spaced(n: int, cap: int | None) -> torch.Tensor:
+    """Indices of ``cap`` evenly spaced windows out of ``n`` (all ``n`` when ``cap`` is None or not smaller)."""
+    if cap is None or cap >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, cap).round().long().unique()
+
+
 def _check_splits(splits, config: ForecastConfig, what: str) -> None:
     """Refuse splits cut differently from what ``config`` asks for (dataset, look-back, features, protocol)."""
     got = (splits.name.lower(), splits.input_len, splits.features, splits.protocol)
@@ -293,8 +306,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     start_time = time.perf_counter()
     dev = torch.device(device)
     if splits is None:
-        splits = time_series_splits(config.dataset, config.input_len, features=config.features, target=config.target,
-                                    protocol=config.protocol)
+        splits = _load_splits(config)
     else:
         _check_splits(splits, config, "the config")
     datasets = {}
@@ -311,14 +323,9 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     train_starts = torch.arange(n_train)
     if config.max_train_windows is not None and config.max_train_windows < n_train:
         train_starts = torch.randperm(n_train, generator=data_gen)[:config.max_train_windows].sort().values
-    n_val = len(datasets["val"])
-    val_starts = torch.arange(n_val)
-    if config.max_val_windows is not None and config.max_val_windows < n_val:
-        val_starts = torch.linspace(0, n_val - 1, config.max_val_windows).round().long().unique()
-    n_test = len(datasets["test"])
-    test_starts = torch.arange(n_test)
-    if config.max_test_windows is not None and config.max_test_windows < n_test:
-        test_starts = torch.linspace(0, n_test - 1, config.max_test_windows).round().long().unique()
+    n_val, n_test = len(datasets["val"]), len(datasets["test"])
+    val_starts = _evenly_spaced(n_val, config.max_val_windows)
+    test_starts = _evenly_spaced(n_test, config.max_test_windows)
     train = _Windows(datasets["train"], train_starts, dev)
     val = _Windows(datasets["val"], val_starts, dev)
     test = _Windows(datasets["test"], test_starts, dev)
@@ -482,8 +489,7 @@ def run(base: ForecastConfig, variants: Sequence[str], seeds: Iterable[int], **k
     seeds = [check_int(s, "seed") for s in seeds]
     if not variants or not seeds:
         raise ValueError("variants and seeds must be non-empty")
-    splits = kwargs.pop("splits", None) or time_series_splits(base.dataset, base.input_len, features=base.features,
-                                                              target=base.target, protocol=base.protocol)
+    splits = kwargs.pop("splits", None) or _load_splits(base)
     return [train_forecaster(replace(base, variant=v, seed=s), splits=splits, **kwargs)
             for s in seeds for v in variants]
 
@@ -504,17 +510,27 @@ def _row(result: dict):
     return row
 
 
-def load_results(path: str | os.PathLike):
-    """All run results (``*.json`` except manifests) under ``path``, recursively, as a pandas DataFrame."""
-    import pandas as pd
-
-    rows = []
+def load_runs(path: str | os.PathLike) -> list[dict]:
+    """The finished-run dicts of :func:`train_forecaster` (``*.json`` except manifests) under ``path``,
+    recursively, in file-name order (an empty list for a missing folder)."""
+    runs = []
     for f in sorted(Path(path).rglob("*.json")):
         if f.name.endswith(".manifest.json"):
             continue
         data = json.loads(f.read_text())
         if isinstance(data, dict) and "config" in data and "test_mse" in data:
-            rows.append(_row(data))
+            runs.append(data)
+    return runs
+
+
+def load_results(runs: str | os.PathLike | Sequence[dict]):
+    """Run results as a pandas DataFrame, one row per run: from a folder (:func:`load_runs`) or from the
+    run dicts themselves."""
+    import pandas as pd
+
+    if isinstance(runs, (str, os.PathLike)):
+        runs = load_runs(runs)
+    rows = [_row(r) for r in runs]
     return pd.DataFrame(rows, columns=[*_ROW, "label", "test_mse", "test_mae", "val_mse", "epochs_run", "best_epoch",
                                        "seconds_per_epoch", "train_windows_per_s", "device", "key"])
 
@@ -566,11 +582,11 @@ def kernel_drift(model: nn.Module) -> dict | None:
     return {"layers": len(drifts), "min": min(drifts), "mean": sum(drifts) / len(drifts), "max": max(drifts)}
 
 
-def retest(run_files: Sequence[str | os.PathLike], checkpoint_dir: str | os.PathLike, *, device: str = "cpu",
+def retest(runs: Sequence[dict], checkpoint_dir: str | os.PathLike, *, device: str = "cpu",
            max_test_windows: int | None = None, splits=None, test: bool = True) -> list[dict]:
     """Re-test finished runs on another set of test windows (default: the whole test split).
 
-    For each run JSON written by :func:`train_forecaster`, rebuild its model, load the ``best.pt`` it was tested
+    For each finished run of :func:`train_forecaster` (the dicts of :func:`load_runs`), rebuild its model, load the ``best.pt`` it was tested
     with from ``checkpoint_dir/<run_key>/`` (nothing to load for persistence), and evaluate it on
     ``max_test_windows`` evenly spaced test windows (``None``: all).  Returns one dict per run with the recorded
     and the new metrics and, for U-Hop runs, :func:`kernel_drift`.  Measures what a test subsample changes.
@@ -580,21 +596,17 @@ def retest(run_files: Sequence[str | os.PathLike], checkpoint_dir: str | os.Path
     out = []
     splits_cache: dict = {}
     dev = torch.device(device)
-    for f in run_files:
-        result = json.loads(Path(f).read_text())
+    for result in runs:
         config = ForecastConfig(**result["config"])
         data_key = (config.dataset, config.input_len, config.features, config.target, config.protocol)
         if splits is not None:
-            _check_splits(splits, config, str(f))
+            _check_splits(splits, config, result["key"])
             splits_cache[data_key] = splits
         elif data_key not in splits_cache:
-            splits_cache[data_key] = time_series_splits(config.dataset, config.input_len, features=config.features,
-                                                        target=config.target, protocol=config.protocol)
+            splits_cache[data_key] = _load_splits(config)
         run_splits = splits_cache[data_key]
         test_set = run_splits.dataset("test", config.horizon)
-        starts = torch.arange(len(test_set))
-        if max_test_windows is not None and max_test_windows < len(test_set):
-            starts = torch.linspace(0, len(test_set) - 1, max_test_windows).round().long().unique()
+        starts = _evenly_spaced(len(test_set), max_test_windows)
         model = build_model(config, run_splits.train.shape[1]).to(dev)
         if config.trains:
             best = Path(checkpoint_dir) / result["key"] / "best.pt"
@@ -602,7 +614,7 @@ def retest(run_files: Sequence[str | os.PathLike], checkpoint_dir: str | os.Path
                 raise FileNotFoundError(f"{best} not found: re-run {result['key']} with this checkpoint_dir")
             state = torch.load(best, map_location=dev, weights_only=False)
             if state["config"] != result["config"]:
-                raise ValueError(f"{best} was written by a different configuration than {f}")
+                raise ValueError(f"{best} was written by a different configuration than run {result['key']}")
             model.load_state_dict(state["model"])
         t0 = time.perf_counter()
         metrics = (evaluate(model, _Windows(test_set, starts, dev), config.eval_batch_size) if test
@@ -638,17 +650,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cells = {tuple(c.rsplit("_", 1)) for c in args.cells.split(",") if c}
     variants = {check_choice(v.strip(), "variant", VARIANTS) for v in args.variants.split(",") if v.strip()}
-    files = []
-    for f in sorted(Path(args.runs).glob("*.json")):
-        if f.name.endswith(".manifest.json"):
-            continue
-        c = json.loads(f.read_text()).get("config")
-        if c and (c["dataset"], str(c["horizon"])) in cells and c["variant"] in variants:
-            files.append(f)
-    if not files:
+    chosen = [r for r in load_runs(args.runs)
+              if (r["config"]["dataset"], str(r["config"]["horizon"])) in cells and r["config"]["variant"] in variants]
+    if not chosen:
         parser.error(f"no run of {sorted(cells)} / {sorted(variants)} under {args.runs}")
     start = time.perf_counter()
-    rows = retest(files, args.checkpoints, device=args.device, max_test_windows=args.max_test_windows or None,
+    rows = retest(chosen, args.checkpoints, device=args.device, max_test_windows=args.max_test_windows or None,
                   test=not args.drift_only)
     for r in rows if not args.drift_only else []:
         print(f"{r['key']}: MSE {r['recorded_mse']:.4f} on {r['recorded_windows']} windows -> {r['mse']:.4f} on "
