@@ -163,6 +163,30 @@ def test_pooling_and_lookup_shapes():
     assert lookup.get_association_matrix(x).shape == (3, 1, 7, 11)
 
 
+@pytest.mark.parametrize("make", [
+    lambda bf: HopfieldPooling(16, num_heads=4, quantity=2, flatten=False, batch_first=bf),
+    lambda bf: HopfieldLayer(16, quantity=5, batch_first=bf),
+    lambda bf: HopfieldLayer(16, quantity=5, lookup_weights_as_separated=True, batch_first=bf),
+])
+def test_learned_pattern_wrappers_agree_across_input_layouts(make):
+    # unbatched (M, d), batch-first (B, M, d) and sequence-first (M, B, d) inputs give the same retrieval
+    x = torch.randn(3, 7, 16, dtype=DT)
+    torch.manual_seed(0)
+    first = make(True).double()
+    torch.manual_seed(0)
+    seq = make(False).double()
+    out = first(x)
+    seq_out = seq(x.transpose(0, 1))
+    if isinstance(seq, HopfieldLayer):  # HopfieldPooling returns (B, quantity, .) in either layout
+        seq_out = seq_out.transpose(0, 1)
+    torch.testing.assert_close(seq_out, out)
+    torch.testing.assert_close(first(x[1]), out[1])
+    with pytest.raises(ValueError, match="input_size"):
+        first(x[None])
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        first(x.tolist())
+
+
 def test_identity_kernel_starts_as_plain_layer():
     x = torch.randn(2, 6, 8)
     torch.manual_seed(3)

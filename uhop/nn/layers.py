@@ -437,20 +437,8 @@ class HopfieldPooling(nn.Module):
         return self.hopfield.is_uhop
 
     def _tuple(self, input):
-        if not isinstance(input, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor of stored patterns, got {type(input).__name__}")
-        unbatched = input.ndim == 2
-        x = input[None] if unbatched else input
-        if x.ndim != 3:
-            raise ValueError(f"input must be (B, M, input_size) or (M, input_size), got shape {tuple(input.shape)}")
-        b = x.shape[0] if (self.hopfield.batch_first or unbatched) else x.shape[1]
-        state = self.pooling_weights.expand(b, -1, -1).to(x.dtype)
-        if not self.hopfield.batch_first and not unbatched:
-            state = state.transpose(0, 1)
-        if unbatched:
-            state = state[0]
-            x = input
-        return (x, state, x)
+        (state,) = _learned_like(input, self.hopfield.batch_first, "stored patterns", "M", self.pooling_weights)
+        return (input, state, input)
 
     def forward(self, input: torch.Tensor, **masks) -> torch.Tensor:
         out = self.hopfield(self._tuple(input), **masks)
@@ -462,6 +450,21 @@ class HopfieldPooling(nn.Module):
 
     def get_association_matrix(self, input: torch.Tensor, **masks) -> torch.Tensor:
         return self.hopfield.get_association_matrix(self._tuple(input), **masks)
+
+
+def _learned_like(input, batch_first: bool, what: str, rows: str, *learned: torch.Tensor) -> list[torch.Tensor]:
+    """Check ``input`` (``(B, rows, d)``, or ``(rows, d)`` unbatched) and give each learned ``(1, N, .)`` pattern
+    set in its layout: ``(N, .)`` unbatched, ``(B, N, .)`` batch-first, else ``(N, B, .)``; in its dtype.
+    Shared by :class:`HopfieldPooling` (learned queries) and :class:`HopfieldLayer` (learned memories)."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor of {what}, got {type(input).__name__}")
+    if input.ndim not in (2, 3):
+        raise ValueError(f"input must be (B, {rows}, input_size) or ({rows}, input_size), got shape {tuple(input.shape)}")
+    if input.ndim == 2:
+        return [p[0].to(input.dtype) for p in learned]
+    b = input.shape[0] if batch_first else input.shape[1]
+    out = [p.expand(b, -1, -1).to(input.dtype) for p in learned]
+    return out if batch_first else [p.transpose(0, 1) for p in out]
 
 
 class HopfieldLayer(nn.Module):
@@ -496,20 +499,9 @@ class HopfieldLayer(nn.Module):
         return self.hopfield.is_uhop
 
     def _tuple(self, input):
-        if not isinstance(input, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor of state patterns, got {type(input).__name__}")
-        unbatched = input.ndim == 2
-        x = input[None] if unbatched else input
-        if x.ndim != 3:
-            raise ValueError(f"input must be (B, Q, input_size) or (Q, input_size), got shape {tuple(input.shape)}")
-        b = x.shape[0] if (self.hopfield.batch_first or unbatched) else x.shape[1]
-        stored = self.lookup_weights.expand(b, -1, -1).to(x.dtype)
-        targets = stored if self.lookup_targets is None else self.lookup_targets.expand(b, -1, -1).to(x.dtype)
-        if not self.hopfield.batch_first and not unbatched:
-            stored, targets = stored.transpose(0, 1), targets.transpose(0, 1)
-        if unbatched:
-            return (stored[0], input, targets[0])
-        return (stored, x, targets)
+        learned = (self.lookup_weights,) if self.lookup_targets is None else (self.lookup_weights, self.lookup_targets)
+        stored, *targets = _learned_like(input, self.hopfield.batch_first, "state patterns", "Q", *learned)
+        return (stored, input, targets[0] if targets else stored)
 
     def forward(self, input: torch.Tensor, **masks) -> torch.Tensor:
         return self.hopfield(self._tuple(input), **masks)
