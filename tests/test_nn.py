@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from entmax import entmax_bisect
 from torch.func import functional_call
 
 import uhop
@@ -373,27 +374,37 @@ def test_scaling_default_is_inverse_sqrt_head_dim():
     assert math.isclose(Hopfield(16, num_heads=2, scaling=[0.1, 0.2]).scaling[1], 0.2)
 
 
-@pytest.mark.parametrize("alpha_init", [1.1, 1.5, 1.9])
-def test_learnable_alpha_float32_bisection_steps_reach_float32_precision(alpha_init):
-    # The float32 default (30 bisection steps, uhop.nn.separation) must give the weights and gradients of a
-    # float64 solve with 100 steps to float32 rounding: fewer steps are a speed choice, not an approximation.
+@pytest.mark.parametrize("solver", ["newton", "bisect"])
+@pytest.mark.parametrize("alpha_init", [1.02, 1.1, 1.5, 1.9])
+def test_learnable_alpha_float32_matches_float64_bisection_reference(alpha_init, solver):
+    # Both float32 solvers (Newton by default, 30-step bisection) must give the weights and gradients (scores
+    # and alpha) of an independent float64 reference -- entmax_bisect with 100 steps and its closed-form
+    # backward -- to float32 rounding: the solver is a speed choice, not an approximation.
     g = torch.Generator().manual_seed(3)
     z64 = (4 * torch.randn(8, 3, 5, 40, generator=g, dtype=torch.float64)).requires_grad_(True)
-    z32 = z64.detach().float().requires_grad_(True)
-    sep = SeparationModule("learnable", num_heads=3, alpha_init=alpha_init)
-    ref = sep.double()(z64)
-    w = torch.randn_like(ref)
+    sep = SeparationModule("learnable", num_heads=3, alpha_init=alpha_init, solver=solver)
+    logit64 = sep.alpha_logit.detach().double().requires_grad_(True)
+    alpha64 = (1.0 + torch.sigmoid(logit64)).view(3, 1, 1).expand(8, 3, 5, 1)
+    ref = entmax_bisect(z64, alpha64, dim=-1, n_iter=100)
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     (ref * w).sum().backward()
-    ref_grad_z, ref_grad_a = z64.grad.clone(), sep.alpha_logit.grad.clone()
-    sep.zero_grad()
-    sep = sep.float()
+    z32 = z64.detach().float().requires_grad_(True)
     out = sep(z32)
     (out * w.float()).sum().backward()
     torch.testing.assert_close(out.double(), ref.detach(), atol=2e-6, rtol=0)
-    torch.testing.assert_close(z32.grad.double(), ref_grad_z, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(sep.alpha_logit.grad.double(), ref_grad_a, atol=1e-4, rtol=1e-3)
-    # and the explicit override is honoured: 3 steps are visibly too few
-    sep.bisect_iters = 3
-    assert (sep(z32.detach()).double() - ref.detach()).abs().max() > 1e-3
+    torch.testing.assert_close(z32.grad.double(), z64.grad, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(sep.alpha_logit.grad.double(), logit64.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_learnable_alpha_bisect_steps_override_is_honoured():
+    z = 4 * torch.randn(8, 3, 5, 40, generator=torch.Generator().manual_seed(3))
+    sep = SeparationModule("learnable", num_heads=3, alpha_init=1.5, solver="bisect")
+    good = sep(z)
+    sep.bisect_iters = 3  # visibly too few
+    assert (sep(z) - good).abs().max() > 1e-3
+    sep.solver = "newton"
+    torch.testing.assert_close(sep(z), good, atol=2e-6, rtol=0)
     with pytest.raises(ValueError, match="bisect_iters"):
         SeparationModule("learnable", bisect_iters=0)
+    with pytest.raises(ValueError, match="solver"):
+        SeparationModule("learnable", solver="halley")

@@ -12,7 +12,8 @@ entropy ``H_alpha`` of Eq (D.2) (Shannon entropy at alpha = 1).  The value of
 that maximisation is the convex conjugate ``Psi*_alpha`` used by the energy
 (Eq (2.2), (2.3)); see :func:`Psi_star`.
 
-The sort-based and bisection solvers come from the ``entmax`` package (1.3).
+The sort-based solvers (alpha = 1.5, 2) come from the ``entmax`` package (1.3);
+other alpha are solved by Newton's method on the threshold (:mod:`uhop.entmax_solver`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from typing import Callable, Union
 
 import torch
 from entmax import entmax15 as _entmax15
-from entmax import entmax_bisect as _entmax_bisect
 from entmax import sparsemax as _sparsemax
 
 from ._checks import check_alpha, check_choice, check_positive, check_tensor
+from .entmax_solver import entmax_newton
 
 __all__ = [
     "softmax",
@@ -42,11 +43,6 @@ __all__ = [
 
 #: Named separation functions and their alpha.
 SEPARATION_NAMES = {"softmax": 1.0, "entmax15": 1.5, "sparsemax": 2.0}
-
-# Bisection halves the threshold bracket each iteration; 100 halvings shrink
-# it far below float64 resolution, where the default 50 would stop at ~1e-15
-# of the bracket and leave visible errors for badly scaled inputs.
-_BISECT_ITERS = 100
 
 
 def softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -65,7 +61,9 @@ def entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
     Dispatch: alpha = 1 -> ``torch.softmax`` (``entmax_bisect`` returns a
     *uniform* vector at alpha = 1, entmax issues #23/#24); alpha = 2 ->
     exact sparsemax; alpha = 1.5 -> exact sort-based ``entmax15``; otherwise
-    ``entmax_bisect`` with 100 bisection steps, in ``z``'s own dtype.
+    :func:`uhop.entmax_solver.entmax_newton` (Newton on the threshold after
+    subtracting the row maximum: stable at any score offset, softmax in the
+    limit alpha -> 1, to the precision of ``z``'s dtype).
     """
     alpha = check_alpha(alpha)
     if alpha == 1.0:
@@ -74,7 +72,7 @@ def entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
         return _sparsemax(z, dim=dim)
     if alpha == 1.5:
         return _entmax15(z, dim=dim)
-    return _entmax_bisect(z, alpha=alpha, dim=dim, n_iter=_BISECT_ITERS)
+    return entmax_newton(z, alpha_minus_one=alpha - 1.0, dim=dim)
 
 
 def support_size(p: torch.Tensor, dim: int = -1) -> torch.Tensor:

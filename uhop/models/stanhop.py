@@ -49,6 +49,7 @@ from torch import nn
 
 from .._checks import check_int
 from ..nn import Hopfield, HopfieldPooling
+from ..nn.dropout import Dropout
 
 __all__ = ["STanHopNet", "TandemHopfieldLayer", "CoarseGrain", "SegmentEmbedding", "blocks_for_horizon",
            "DEFAULTS"]
@@ -77,7 +78,7 @@ def blocks_for_horizon(horizon: int) -> int:
 
 
 def _mlp(d_model: int, d_ff: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+    return nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
 
 class SegmentEmbedding(nn.Module):
@@ -133,7 +134,7 @@ class TandemHopfieldLayer(nn.Module):
         self.time = Hopfield(d_model, **hopfield)
         self.pool = HopfieldPooling(d_model, quantity=factor, flatten=False, **hopfield)
         self.series = Hopfield(d_model, **hopfield)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(4))
         self.mlp_time = _mlp(d_model, d_ff, dropout)
         self.mlp_series = _mlp(d_model, d_ff, dropout)
@@ -167,7 +168,7 @@ class _DecoderLayer(nn.Module):
         super().__init__()
         self.self_layer = TandemHopfieldLayer(d_model, n_heads, d_ff, factor, dropout, **hopfield)
         self.cross = Hopfield(d_model, **hopfield)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = _mlp(d_model, d_ff, dropout)

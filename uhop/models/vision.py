@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int
+from ..nn.dropout import Dropout
 from ..nn.layers import Hopfield
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "PatchEmbedding", "HopfieldClassifier", "HopfieldViT", "build_model",
@@ -126,8 +127,8 @@ class _Block(nn.Module):
         self.hopfield = _hopfield(dim, num_heads, separation, uhop, attn_dropout, d_phi, kernel_normalize_rows,
                                   False)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(mlp_ratio * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), Dropout(dropout),
+                                 nn.Linear(mlp_ratio * dim, dim), Dropout(dropout))
 
     def forward(self, x):
         x = x + self.hopfield(self.norm1(x))

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from .._checks import _check_real, check_choice, check_int, check_positive
+from .dropout import Dropout
 from .kernel import FeatureMap, feature_separation_loss
 from .separation import SeparationModule, make_separation
 
@@ -213,7 +214,7 @@ class Hopfield(nn.Module):
         p = _check_real(dropout, "dropout")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {p}")
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.separation = make_separation(separation, self.num_heads, alpha_init)
         self._recording = False
         self.recorded_stored: torch.Tensor | None = None

@@ -9,12 +9,14 @@ A layer's association weights are ``Sep(beta * scores)`` over the stored pattern
   bisection otherwise, ``torch.softmax`` at alpha = 1);
 * ``"learnable"``: one alpha per head, parameterised as ``alpha = 1 + sigmoid(a)`` so that it stays in
   the open interval (1, 2) whatever the optimiser does (the parameterisation of Correia et al., 2019,
-  used by STanHop and the sparse Hopfield layers).  The weights come from ``entmax_bisect``, which is
-  differentiable in alpha.  Bisection halves the threshold bracket (width < 1) each step, so the number
-  of steps only needs to reach the working precision: ``bisect_iters=None`` (default) uses 30 steps in
-  float32 (2^-30 is below float32's 2^-24 resolution), 16 in half precision and 100 in float64 (as
-  :func:`uhop.entmax`).  The learnable map dominates STanHop's run time, and 30 instead of 100 steps
-  makes a training step about 2x faster with weights equal to float32 rounding (tested).
+  used by STanHop and the sparse Hopfield layers).  The weights come from
+  :func:`uhop.entmax_solver.entmax_newton` (``solver="newton"``, the default): a monotone Newton
+  iteration on the threshold that stops at the dtype's precision after 1-4 steps where bisection needs
+  30 (float32) to 100 (float64) halvings, with a closed-form backward in the scores and in alpha.  It is
+  fed ``alpha - 1 = sigmoid(a)`` directly, so alpha close to 1 never rounds to 1.  The learnable map
+  dominated STanHop's training step with bisection (about 45% of it, ``benchmarks/profile_forecasting.py``).
+  ``solver="bisect"`` keeps ``entmax_bisect`` (``bisect_iters`` steps; ``None``: 30 in float32, 16 in
+  half precision, 100 in float64) as the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import torch
 from entmax import entmax_bisect
 from torch import nn
 
-from .._checks import _check_real, check_int
+from ..entmax_solver import EntmaxNewtonFunction, MAX_NEWTON_STEPS
+
+from .._checks import _check_real, check_choice, check_int
 from ..separation import SEPARATION_NAMES, Separation, entmax
 from ..separation import separation as _make_fixed
 
@@ -40,6 +44,8 @@ LEARNABLE = "learnable"
 _BISECT_ITERS = {torch.float64: 100, torch.float32: 30, torch.float16: 16, torch.bfloat16: 16}
 # 1 + sigmoid(a) never reaches 2; an initial alpha of exactly 2 is represented by 2 - 1e-6.
 _ALPHA_TOP = 2.0 - 1e-6
+#: Solvers of the learnable map: Newton on the threshold (default) or entmax's bisection (reference).
+SOLVERS = ("newton", "bisect")
 
 
 def _valid_names() -> str:
@@ -55,7 +61,9 @@ class SeparationModule(nn.Module):
         num_heads: number of heads (one learnable alpha per head).
         alpha_init: initial alpha for ``"learnable"``, in (1, 2]; 2 is represented as 2 - 1e-6
             because ``1 + sigmoid(a)`` only reaches 2 in the limit.
-        bisect_iters: bisection steps of the learnable map; ``None`` picks them from the scores'
+        solver: ``"newton"`` (default, :func:`uhop.entmax_solver.entmax_newton`) or ``"bisect"``
+            (``entmax_bisect``) for the learnable map.  The attribute can be changed later.
+        bisect_iters: bisection steps of ``solver="bisect"``; ``None`` picks them from the scores'
             dtype (float32: 30, float64: 100, half: 16).  The attribute can be changed later.
 
     ``forward(z)`` takes scores ``(..., H, Q, M)`` (heads at dim -3 when alpha is learnable; any
@@ -64,9 +72,10 @@ class SeparationModule(nn.Module):
     """
 
     def __init__(self, separation: str | float | Separation = "softmax", num_heads: int = 1,
-                 alpha_init: float = 1.5, bisect_iters: int | None = None):
+                 alpha_init: float = 1.5, bisect_iters: int | None = None, solver: str = "newton"):
         super().__init__()
         self.num_heads = check_int(num_heads, "num_heads", minimum=1)
+        self.solver = check_choice(solver, "solver", SOLVERS)
         self.bisect_iters = None if bisect_iters is None else check_int(bisect_iters, "bisect_iters", minimum=1)
         self.learnable = isinstance(separation, str) and separation == LEARNABLE
         if self.learnable:
@@ -116,6 +125,10 @@ class SeparationModule(nn.Module):
         if z.ndim < 3 or z.shape[-3] != self.num_heads:
             raise ValueError(f"scores must have shape (..., H={self.num_heads}, Q, M) for a learnable alpha, "
                              f"got {tuple(z.shape)}")
+        if self.solver == "newton":
+            work = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
+            eps = torch.sigmoid(self.alpha_logit.to(work)).view(self.num_heads, 1, 1)
+            return EntmaxNewtonFunction.apply(z.to(work), eps, MAX_NEWTON_STEPS).to(z.dtype)
         alpha = (1.0 + torch.sigmoid(self.alpha_logit)).to(z.dtype)
         # Expand here (not inside entmax_bisect) so that autograd sums the alpha gradient back to (H,).
         alpha = alpha.view(self.num_heads, 1, 1).expand(*z.shape[:-1], 1)
