@@ -1,20 +1,25 @@
-"""Forecasting throughput on CPU: training windows per second per variant, and U-Hop's inner-loop overhead.
+"""Forecasting throughput on CPU: STanHop training and evaluation windows per second, before and after the
+speed work, U-Hop's slowdown, and a same-run matmul throughput so that machines can be compared.
 
 For every (channel count, horizon) of Table 8 -- ETTh1 and ETTm1 have the same shapes (7 channels), WTH 12 --
-and every trained variant (``stanhop``, ``stanhop_uhop``,
-``linear``), time full training steps -- for U-Hop ``inner_steps`` separation-loss SGD steps on the kernels
-(Algorithm 2, line 4) then the Adam step on the MAE -- on random data of the right shape (B, input_len, C)
-(the data's values do not change the cost).  Reported per cell: training windows/s, the inner loop's share
-of U-Hop's step time and the U-Hop / plain slowdown, plus an estimated epoch time for the CPU budget:
-``train windows / windows-per-s + validation windows / eval-windows-per-s``.
+time full training steps on random data of the right shape (the values do not change the cost):
 
-A second table times a STanHop step with the learnable-alpha entmax (bisection) at 100 iterations (the
-float64 default, and the float32 default before it became dtype-aware) against ``uhop.nn``'s float32
-default of 30 (float32 resolution is reached after about 24 halvings).
+* ``stanhop`` / ``stanhop_uhop`` -- the package as it is: Newton alpha-entmax (``uhop.entmax_solver``),
+  uniform-mask dropout (``uhop.nn.dropout``), fused Adam; U-Hop steps include ``inner_steps`` separation-loss
+  SGD steps on the kernels (Algorithm 2, line 4, a no-grad forward of an independent batch) before the Adam
+  step on the MAE;
+* ``*_legacy`` -- the same models on the code path before the speed work, rebuilt in this run: entmax's
+  30-step float32 bisection (``solver="bisect"``), ``torch.nn.Dropout``, unfused Adam;
+* ``linear`` -- the shared linear baseline.
+
+Cases are timed in interleaved rounds (one step of each per round, medians reported), so machine load hits
+all of them alike.  Evaluation is timed at the trainer's evaluation batch (256 windows, no gradients).
+``matmul_gflops`` is a float32 1024^3 ``torch.mm`` on the same threads, measured in the same run: divide a
+windows/s figure by it to compare machines.
 
 Usage::
 
-    python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 4] [--json PATH]
+    python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--json PATH]
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
 provenance manifest ``PATH.manifest.json``.
@@ -31,53 +36,87 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from uhop.experiments.forecasting import ForecastConfig, build_model
 from uhop.nn import SeparationModule, kernel_parameters, separation_step
+from uhop.nn.dropout import Dropout
 from uhop.provenance import atomic_write_text, write_manifest
 
-#: channels and full training-window counts (stanhop protocol, input 96) per dataset; the count depends on
-#: the horizon: rows - input_len - horizon + 1.
+#: channels and training rows per dataset (stanhop protocol); windows = rows - input_len - horizon + 1.
 SHAPES = {"ETTh1": (7, 8640), "ETTm1": (7, 34560), "WTH": (12, 20160)}
 
 
-def _time_steps(cfg: ForecastConfig, n_vars: int, steps: int, bisect_iters: int | None = None) -> dict:
-    torch.manual_seed(0)
-    model = build_model(cfg, n_vars)
+def _legacy(model: nn.Module) -> nn.Module:
+    """The pre-speed-work code path: bisection entmax and torch's dropout (same weights)."""
     for module in model.modules():
         if isinstance(module, SeparationModule):
-            module.bisect_iters = bisect_iters
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    kparams = kernel_parameters(model) if cfg.variant == "stanhop_uhop" else []
-    kopt = torch.optim.SGD(kparams, lr=cfg.kernel_lr) if kparams else None
-    x = torch.randn(cfg.batch_size, cfg.input_len, n_vars)
-    y = torch.randn(cfg.batch_size, cfg.horizon, n_vars)
-    step_times, inner_times = [], []
-    for i in range(steps + 1):  # the first step is a warm-up
+            module.solver = "bisect"
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, nn.Dropout(child.p))
+    return model
+
+
+class _Case:
+    def __init__(self, cfg: ForecastConfig, n_vars: int, legacy: bool, eval_batch: int):
+        torch.manual_seed(0)
+        self.model = build_model(cfg, n_vars)
+        if legacy:
+            _legacy(self.model)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=not legacy)
+        kparams = kernel_parameters(self.model) if cfg.variant == "stanhop_uhop" else []
+        self.kopt = torch.optim.SGD(kparams, lr=cfg.kernel_lr) if kparams else None
+        self.inner_steps = cfg.inner_steps
+        self.batch = cfg.batch_size
+        self.x = torch.randn(cfg.batch_size, cfg.input_len, n_vars)
+        self.xi = torch.randn(cfg.batch_size, cfg.input_len, n_vars)
+        self.y = torch.randn(cfg.batch_size, cfg.horizon, n_vars)
+        self.xe = torch.randn(eval_batch, cfg.input_len, n_vars)
+        self.steps, self.inner, self.evals = [], [], []
+
+    def step(self):
         t0 = time.perf_counter()
-        if kopt is not None:
-            for _ in range(cfg.inner_steps):
-                separation_step(model, x, kopt)
+        if self.kopt is not None:
+            for _ in range(self.inner_steps):
+                separation_step(self.model, self.xi, self.kopt)
         t1 = time.perf_counter()
-        loss = F.l1_loss(model(x), y)
-        opt.zero_grad(set_to_none=True)
+        loss = F.l1_loss(self.model(self.x), self.y)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        self.opt.step()
         t2 = time.perf_counter()
-        if i:
-            step_times.append(t2 - t0)
-            inner_times.append(t1 - t0)
-    model.eval()
-    xe = torch.randn(cfg.eval_batch_size, cfg.input_len, n_vars)
-    with torch.no_grad():
-        model(xe)
-        t0 = time.perf_counter()
-        model(xe)
-        eval_s = time.perf_counter() - t0
-    step = statistics.median(step_times)
-    return {"windows_per_s": cfg.batch_size / step, "step_s": step, "inner_s": statistics.median(inner_times),
-            "eval_windows_per_s": cfg.eval_batch_size / eval_s,
-            "params": sum(p.numel() for p in model.parameters())}
+        self.steps.append(t2 - t0)
+        self.inner.append(t1 - t0)
+
+    def evaluate(self):
+        self.model.eval()
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            self.model(self.xe)
+            self.evals.append(time.perf_counter() - t0)
+        self.model.train()
+
+    def summary(self) -> dict:
+        step = statistics.median(self.steps[1:])  # the first call is a warm-up
+        return {"windows_per_s": round(self.batch / step, 2), "step_s": round(step, 5),
+                "inner_s": round(statistics.median(self.inner[1:]), 5),
+                "eval_windows_per_s": round(len(self.xe) / statistics.median(self.evals[1:]), 1),
+                "params": sum(p.numel() for p in self.model.parameters())}
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """float32 ``n x n`` times ``n x n`` matrix product throughput on the current threads (best of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(f) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -87,10 +126,8 @@ def main(argv=None) -> int:
     parser.add_argument("--d-ff", type=int, default=None, help="MLP width (default 2 x d_model)")
     parser.add_argument("--input-len", type=int, default=96)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--steps", type=int, default=4, help="timed training steps per cell (median reported)")
-    parser.add_argument("--max-train-windows", type=int, default=1024, help="cap used for the epoch estimate")
-    parser.add_argument("--max-val-windows", type=int, default=256, help="cap used for the epoch estimate")
-    parser.add_argument("--eval-batch", type=int, default=32, help="batch size of the timed evaluation pass")
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per case (median reported)")
+    parser.add_argument("--eval-batch", type=int, default=256, help="windows per timed evaluation pass")
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -98,52 +135,48 @@ def main(argv=None) -> int:
     d_model = 16 if args.quick else args.d_model
     d_ff = args.d_ff or 2 * d_model
     base = ForecastConfig(d_model=d_model, d_ff=d_ff, n_heads=2 if args.quick else 4, factor=3 if args.quick else 10,
-                          input_len=args.input_len, eval_batch_size=16 if args.quick else args.eval_batch)
+                          input_len=args.input_len, lr=1e-3)
     shapes = [("ETTh1", 96)] if args.quick else [(d, h) for d in ("ETTh1", "WTH") for h in (96, 192, 336, 720)]
-    variants = ("stanhop", "stanhop_uhop", "linear")
-    steps = 1 if args.quick else args.steps
+    eval_batch = 16 if args.quick else args.eval_batch
+    steps = 2 if args.quick else args.steps
+    gflops_before = matmul_gflops(256 if args.quick else 1024)
     rows = []
     for shape_of, horizon in shapes:
         n_vars = SHAPES[shape_of][0]
-        per = {}
-        for variant in variants:
+        cases = {}
+        for variant in ("stanhop", "stanhop_uhop", "linear"):
             cfg = replace(base, dataset=shape_of, horizon=horizon, variant=variant)
-            per[variant] = _time_steps(cfg, n_vars, steps)
-        same = [d for d in SHAPES if SHAPES[d][0] == n_vars] if not args.quick else [shape_of]
-        for dataset, variant in [(d, v) for d in same for v in variants]:
-            available = SHAPES[dataset][1] - args.input_len - horizon + 1
-            m = per[variant]
-            train_w = min(available, args.max_train_windows)
-            epoch_s = train_w / m["windows_per_s"] + args.max_val_windows / m["eval_windows_per_s"]
-            row = {"dataset": dataset, "horizon": horizon, "variant": variant, "n_vars": n_vars, "timed_as": shape_of,
-                   "windows_per_s": round(m["windows_per_s"], 2), "step_s": round(m["step_s"], 4),
-                   "eval_windows_per_s": round(m["eval_windows_per_s"], 1), "params": m["params"],
-                   "train_windows_available": available,
-                   "est_epoch_s_capped": round(epoch_s, 1),
-                   "est_epoch_s_all_windows": round(available / m["windows_per_s"], 1)}
-            if variant == "stanhop_uhop":
-                row["inner_share"] = round(m["inner_s"] / m["step_s"], 3)
-                row["slowdown_vs_stanhop"] = round(m["step_s"] / per["stanhop"]["step_s"], 3)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-
-    # learnable-alpha entmax: 100 bisection iterations vs the float32 default (None -> 30)
-    bisect = []
-    for iters in (100, None):
-        m = _time_steps(replace(base, variant="stanhop", horizon=96), 7, max(steps, 2), bisect_iters=iters)
-        bisect.append({"bisect_iters": iters or "default (30 in float32)", "windows_per_s": round(m["windows_per_s"], 2)})
-        print(json.dumps(bisect[-1]), flush=True)
+            cases[variant] = _Case(cfg, n_vars, legacy=False, eval_batch=eval_batch)
+            if variant != "linear":
+                cases[variant + "_legacy"] = _Case(cfg, n_vars, legacy=True, eval_batch=eval_batch)
+        for _ in range(steps + 1):  # interleaved rounds
+            for case in cases.values():
+                case.step()
+                case.evaluate()
+        m = {name: case.summary() for name, case in cases.items()}
+        row = {"shape": shape_of, "horizon": horizon, "n_vars": n_vars, **{f"{k}": v for k, v in m.items()}}
+        row["speedup_train"] = round(m["stanhop"]["windows_per_s"] / m["stanhop_legacy"]["windows_per_s"], 2)
+        row["speedup_eval"] = round(m["stanhop"]["eval_windows_per_s"] / m["stanhop_legacy"]["eval_windows_per_s"], 2)
+        row["uhop_slowdown"] = round(m["stanhop_uhop"]["step_s"] / m["stanhop"]["step_s"], 3)
+        row["uhop_slowdown_legacy"] = round(m["stanhop_uhop_legacy"]["step_s"] / m["stanhop_legacy"]["step_s"], 3)
+        row["uhop_inner_share"] = round(m["stanhop_uhop"]["inner_s"] / m["stanhop_uhop"]["step_s"], 3)
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("shape", "horizon", "speedup_train", "speedup_eval", "uhop_slowdown",
+                                              "uhop_slowdown_legacy", "uhop_inner_share")}),
+              f"plain {m['stanhop']['windows_per_s']} w/s (legacy {m['stanhop_legacy']['windows_per_s']}), "
+              f"eval {m['stanhop']['eval_windows_per_s']} w/s", flush=True)
+    gflops = (gflops_before + matmul_gflops(256 if args.quick else 1024)) / 2
+    for row in rows:
+        row["stanhop_windows_per_s_per_matmul_gflops"] = round(row["stanhop"]["windows_per_s"] / gflops, 3)
     result = {"config": {"d_model": d_model, "d_ff": d_ff, "n_heads": base.n_heads, "factor": base.factor,
                          "input_len": args.input_len, "batch_size": base.batch_size, "threads": args.threads,
-                         "steps": steps, "max_train_windows": args.max_train_windows,
-                         "max_val_windows": args.max_val_windows, "eval_batch": base.eval_batch_size,
-                         "quick": args.quick},
-              "cells": rows, "bisect": bisect}
+                         "steps": steps, "eval_batch": eval_batch, "quick": args.quick},
+              "matmul_gflops": round(gflops, 2), "cells": rows}
+    print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
         write_manifest(args.json + ".manifest.json", command=" ".join([sys.executable, *sys.argv]),
                        parameters=result["config"], wall_time_s=time.perf_counter() - start, device="cpu")
-    print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
 
 

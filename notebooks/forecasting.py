@@ -52,6 +52,7 @@ dropout: float = 0.3  # dropout (official example config: 0.3)
 max_train_windows: int = 48  # training windows per epoch, a fixed random subset (0 means all)
 max_val_windows: int = 48  # validation windows, evenly spaced (0 means all)
 max_test_windows: int = 192  # test windows, evenly spaced (0 means the full test split, as in the paper)
+epoch_windows: int = 0  # training windows per epoch as a fresh random sample each epoch (0 means every window)
 seed: int = 0  # first run seed (model initialisation, batch order)
 n_seeds: int = 1  # number of seeds: seed, seed + 1, ...
 threads: int = 1  # torch CPU threads (0 means torch's default), 1 is fastest for tiny models on a shared CPU
@@ -73,16 +74,18 @@ from uhop.provenance import atomic_write_text, write_manifest
 start = time.perf_counter()
 if threads:
     torch.set_num_threads(threads)
-chosen = [v.strip() for v in variants.split(",") if v.strip()]
-none_if_zero = lambda n: None if n == 0 else n  # noqa: E731
-base = fc.ForecastConfig(
-    dataset=dataset, horizon=horizon, input_len=input_len, epochs=epochs, patience=patience, batch_size=batch_size,
-    lr=lr, lr_decay=lr_decay, loss=loss, kernel_lr=kernel_lr, inner_steps=inner_steps, d_model=d_model,
-    n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout, max_train_windows=none_if_zero(max_train_windows),
-    max_val_windows=none_if_zero(max_val_windows), max_test_windows=none_if_zero(max_test_windows), seed=seed)
-print(f"{dataset}, horizon {horizon}, input {input_len}; variants {chosen}; seeds {seed}..{seed + n_seeds - 1}")
-results = fc.run(base, chosen, range(seed, seed + n_seeds), device=device, out_dir=out_dir,
-                 checkpoint_dir=checkpoint_dir or None, progress=True)
+parameters = dict(
+    dataset=dataset, horizon=horizon, variants=variants, input_len=input_len, epochs=epochs, patience=patience,
+    batch_size=batch_size, lr=lr, lr_decay=lr_decay, loss=loss, kernel_lr=kernel_lr, inner_steps=inner_steps,
+    d_model=d_model, n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout, max_train_windows=max_train_windows,
+    max_val_windows=max_val_windows, max_test_windows=max_test_windows, epoch_windows=epoch_windows, seed=seed,
+    n_seeds=n_seeds)
+# the one translation of these parameters into run configurations (shared with `python -m
+# uhop.experiments.forecasting train`, so a background run and this notebook produce the same run keys)
+base, chosen, seeds = fc.config_from_parameters(parameters)
+print(f"{dataset}, horizon {horizon}, input {input_len}; variants {chosen}; seeds {seeds[0]}..{seeds[-1]}")
+results = fc.run(base, chosen, seeds, device=device, out_dir=out_dir, checkpoint_dir=checkpoint_dir or None,
+                 progress=True)
 
 # %% [markdown]
 # ## Test metrics of this run
@@ -142,13 +145,7 @@ if trained:
 out = Path(out_dir)
 summary = fc.summarize(results)
 atomic_write_text(out / f"summary_{dataset}_h{horizon}.csv", summary.to_csv(index=False))
-parameters = {k: v for k, v in dict(
-    dataset=dataset, horizon=horizon, variants=variants, input_len=input_len, epochs=epochs, patience=patience,
-    batch_size=batch_size, lr=lr, lr_decay=lr_decay, loss=loss, kernel_lr=kernel_lr, inner_steps=inner_steps,
-    d_model=d_model, n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout, max_train_windows=max_train_windows,
-    max_val_windows=max_val_windows, max_test_windows=max_test_windows, seed=seed, n_seeds=n_seeds,
-    threads=threads).items()}
 write_manifest(out / f"summary_{dataset}_h{horizon}.csv.manifest.json", command="notebooks/forecasting.py",
-               parameters=parameters, wall_time_s=time.perf_counter() - start, device=device,
+               parameters={**parameters, "threads": threads}, wall_time_s=time.perf_counter() - start, device=device,
                extra={"runs": [r["key"] for r in results], "full_test_split": full_test})
 print(f"wrote {len(results)} run(s) and the summary to {out.resolve()} in {time.perf_counter() - start:.1f} s")

@@ -96,7 +96,10 @@ class ForecastConfig:
     ``patience`` 0 disables early stopping; ``lr_decay`` multiplies the learning rate after every epoch (1: constant,
     the paper states no schedule; 0.5 halves it every epoch like the official code's ``lradj``).
     ``max_train_windows`` / ``max_val_windows`` cap the windows per epoch for a CPU budget (a fixed seeded
-    random subset of the training windows; evenly spaced validation windows).  ``max_test_windows`` tests on
+    random subset of the training windows; evenly spaced validation windows).  ``epoch_windows`` instead makes
+    every epoch a *fresh* seeded random sample of that many training windows (drawn without replacement from
+    all of them, from the same generator as the batch order, so that paired variants see the same windows):
+    an epoch of fixed cost on every dataset that still visits all the training data over the run.  ``max_test_windows`` tests on
     evenly spaced windows of the test split (smoke runs and the CPU tier, whose results are labelled as
     subsampled; the paper and the GPU commands use the full split).
     """
@@ -131,6 +134,7 @@ class ForecastConfig:
     max_test_windows: int | None = None
     eval_batch_size: int = 256
     seed: int = 0
+    epoch_windows: int | None = None
 
     def __post_init__(self):
         check_choice(self.variant, "variant", VARIANTS)
@@ -141,7 +145,7 @@ class ForecastConfig:
         for name in ("epochs", "patience", "inner_steps"):
             check_int(getattr(self, name), name, minimum=0)
         check_int(self.seed, "seed")
-        for name in ("n_blocks", "max_train_windows", "max_val_windows", "max_test_windows"):
+        for name in ("n_blocks", "max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=1)
         check_positive(self.lr, "lr")
@@ -159,9 +163,20 @@ class ForecastConfig:
         return self.variant != "persistence"
 
 
+#: Fields added after runs were committed, with the value that reproduces the earlier behaviour: left out of
+#: the run key at that value, so that the keys (and checkpoints) of earlier runs stay valid.
+_LATER_FIELDS = {"epoch_windows": None}
+
+
+def _settings(config: ForecastConfig | dict) -> dict:
+    """The configuration as a dict without later fields at their neutral value (compared on resume, hashed)."""
+    d = asdict(config) if isinstance(config, ForecastConfig) else dict(config)
+    return {k: v for k, v in d.items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
+
+
 def run_key(config: ForecastConfig) -> str:
     """File-name key of a run: dataset, horizon, variant, seed and a hash of the whole configuration."""
-    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(_settings(config), sort_keys=True).encode()).hexdigest()[:8]
     return f"{config.dataset}_h{config.horizon}_{config.variant}_s{config.seed}_{digest}"
 
 
@@ -355,7 +370,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
         if resume and last_path is not None and last_path.exists():
             ck = torch.load(last_path, map_location=dev, weights_only=False)
-            if ck["config"] != asdict(config):
+            if _settings(ck["config"]) != _settings(config):
                 raise ValueError(f"{last_path} was written by a different configuration; delete it or pass "
                                  "resume=False")
             model.load_state_dict(ck["model"])
@@ -448,6 +463,8 @@ def _train_epoch(model, train, optimizer, kernel_opt, loss_fn, config, batch_gen
     model.train()
     start = time.perf_counter()
     perm = train.starts[torch.randperm(len(train), generator=batch_gen)]
+    if config.epoch_windows is not None:
+        perm = perm[:config.epoch_windows]  # a fresh random sample of the training windows every epoch
     batches = range(0, len(perm), config.batch_size)
     bar = None
     if progress and _tqdm is not None:
@@ -493,6 +510,36 @@ def run(base: ForecastConfig, variants: Sequence[str], seeds: Iterable[int], **k
     splits = kwargs.pop("splits", None) or _load_splits(base)
     return [train_forecaster(replace(base, variant=v, seed=s), splits=splits, **kwargs)
             for s in seeds for v in variants]
+
+
+#: The notebook's (and ``notebooks/full_size.yml``'s) parameters whose 0 means "no cap" (None in the config).
+ZERO_MEANS_ALL = ("max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows")
+#: Notebook parameters that are not fields of :class:`ForecastConfig`.
+RUN_PARAMETERS = ("variants", "n_seeds", "threads", "out_dir", "checkpoint_dir", "device", "command")
+
+
+def config_from_parameters(parameters: dict) -> tuple[ForecastConfig, list[str], list[int]]:
+    """``(base config, variants, seeds)`` from the parameters of ``notebooks/forecasting.py`` (as written in
+    ``notebooks/full_size.yml``): the one translation used by the notebook and by ``python -m
+    uhop.experiments.forecasting train``, so that both give the same configurations (and run keys).
+
+    ``variants`` is a comma-separated string, seeds are ``seed .. seed + n_seeds - 1``, a 0 in
+    :data:`ZERO_MEANS_ALL` means no cap.  Unknown names raise ``ValueError`` listing the valid ones.
+    """
+    fields = {f for f in ForecastConfig.__dataclass_fields__}
+    unknown = sorted(set(parameters) - fields - set(RUN_PARAMETERS))
+    if unknown:
+        raise ValueError(f"unknown forecasting parameter(s) {unknown}; valid: {sorted(fields | set(RUN_PARAMETERS))}")
+    kwargs = {k: v for k, v in parameters.items() if k in fields and k != "variant"}
+    for name in ZERO_MEANS_ALL:
+        if kwargs.get(name) == 0:
+            kwargs[name] = None
+    variants = [v.strip() for v in str(parameters.get("variants", "stanhop")).split(",") if v.strip()]
+    for v in variants:
+        check_choice(v, "variants", VARIANTS)
+    seed = check_int(parameters.get("seed", 0), "seed")
+    n_seeds = check_int(parameters.get("n_seeds", 1), "n_seeds", minimum=1)
+    return ForecastConfig(**kwargs), variants, list(range(seed, seed + n_seeds))
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -614,7 +661,7 @@ def retest(runs: Sequence[dict], checkpoint_dir: str | os.PathLike, *, device: s
             if not best.exists():
                 raise FileNotFoundError(f"{best} not found: re-run {result['key']} with this checkpoint_dir")
             state = torch.load(best, map_location=dev, weights_only=False)
-            if state["config"] != result["config"]:
+            if _settings(state["config"]) != _settings(result["config"]):
                 raise ValueError(f"{best} was written by a different configuration than run {result['key']}")
             model.load_state_dict(state["model"])
         t0 = time.perf_counter()
@@ -628,14 +675,55 @@ def retest(runs: Sequence[dict], checkpoint_dir: str | os.PathLike, *, device: s
     return out
 
 
+def _train_command(args) -> int:
+    """``train``: some (variant, seed) runs of one ``notebooks/full_size.yml`` entry, one at a time."""
+    from ..reproduce import load_runs as load_full_size
+
+    entries = {r["name"]: r for r in load_full_size()}
+    if args.run not in entries:
+        known = [n for n, r in entries.items() if r["notebook"] == "forecasting"]
+        raise SystemExit(f"unknown run {args.run!r}; forecasting runs in notebooks/full_size.yml: {known}")
+    params = dict(entries[args.run].get("parameters") or {})
+    base, variants, seeds = config_from_parameters(params)
+    if args.variants:
+        variants = [check_choice(v.strip(), "variant", VARIANTS) for v in args.variants.split(",") if v.strip()]
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    repo = Path(__file__).resolve().parents[2]
+    resolve = lambda p: (repo / "notebooks" / p).resolve() if p and not os.path.isabs(p) else p  # noqa: E731
+    out_dir, ckpt = resolve(params.get("out_dir")), resolve(params.get("checkpoint_dir") or "")
+    splits = _load_splits(base)
+    for seed in seeds:
+        for variant in variants:
+            config = replace(base, variant=variant, seed=seed)
+            if out_dir and (Path(out_dir) / f"{run_key(config)}.json").exists() and not args.force:
+                print(f"{run_key(config)}: already done", flush=True)
+                continue
+            r = train_forecaster(config, device=args.device, splits=splits, out_dir=out_dir,
+                                 checkpoint_dir=ckpt or None, progress=args.progress)
+            print(f"{r['key']}: test MSE {r['test_mse']:.4f} MAE {r['test_mae']:.4f}, {r['epochs_run']} epochs "
+                  f"(best {r['best_epoch']}), {r['wall_time_s']:.0f} s", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m uhop.experiments.forecasting retest``: :func:`retest` over committed runs, written as JSON +
-    manifest (the chapter's full-test check of the CPU tier)."""
+    """``python -m uhop.experiments.forecasting retest | train``: :func:`retest` over committed runs, written as
+    JSON + manifest (the chapter's full-test check); ``train`` runs chosen variants and seeds of one
+    ``notebooks/full_size.yml`` entry with exactly its settings (what the notebook would run), skipping finished
+    runs and resuming interrupted ones -- for running a tier run by run in the background."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m uhop.experiments.forecasting")
     sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train some runs of one notebooks/full_size.yml forecasting entry")
+    t.add_argument("--run", required=True, help="entry name in notebooks/full_size.yml")
+    t.add_argument("--variants", default="", help="comma-separated subset (default: the entry's)")
+    t.add_argument("--seeds", default="", help="comma-separated seeds (default: the entry's)")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--force", action="store_true", help="re-run finished runs")
+    t.add_argument("--progress", action="store_true", help="tqdm bars")
     p = sub.add_parser("retest", help="re-test finished runs from their best.pt on the full test split")
     p.add_argument("--runs", required=True, help="folder of run JSONs (results/forecasting/runs)")
     p.add_argument("--checkpoints", required=True, help="checkpoint_dir the runs used")
@@ -649,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "train":
+        return _train_command(args)
     cells = {tuple(c.rsplit("_", 1)) for c in args.cells.split(",") if c}
     variants = {check_choice(v.strip(), "variant", VARIANTS) for v in args.variants.split(",") if v.strip()}
     chosen = [r for r in load_runs(args.runs)
