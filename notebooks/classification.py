@@ -52,6 +52,11 @@ device: str = "cpu"  # torch device, e.g. cpu or cuda
 output_dir: str = "../_build/classification_smoke"  # folder for curves, summaries and the manifest
 threads: int = 1  # torch CPU threads, 0 for the torch default (1 avoids oversubscribing shared cores)
 command: str = ""  # command recorded in the manifest, empty for a papermill call rebuilt from these parameters
+architecture: str = "auto"  # auto (App F.4: one-layer CLS classifier on CIFAR, 3-block ViT on Tiny ImageNet), classifier or vit
+depth: int = 3  # Hopfield blocks of the ViT architecture
+num_heads: int = 0  # Hopfield heads, 0 for the preset value (1 on CIFAR in the official code)
+augment: bool = False  # random crop (4-pixel padding) and horizontal flip of the training images
+weight_decay: float = 0.0  # Adam weight decay of the task step
 
 # %%
 import time
@@ -68,15 +73,12 @@ start = time.perf_counter()
 sns.set_theme(style="whitegrid", context="notebook")
 if threads:
     torch.set_num_threads(threads)
-sizes = tuple(None if s.strip() in ("full", "0") else int(s) for s in train_sizes.split(","))
-cfg = cls.make_config(
-    dataset, preset,
-    variants=tuple(v.strip() for v in variants.split(",")),
-    patch_size=patch_size or None, dim=dim or None, epochs=epochs or None, batch_size=batch_size or None,
-    lr=lr or None, kernel_lr=kernel_lr or None, inner_steps=inner_steps,
-    inner_batch_size=inner_batch_size or None, train_sizes=sizes, test_size=test_size or None,
-    run_seeds=tuple(range(runs)), seed=seed, device=device,
-)
+# the one translation of these parameters (shared with `python -m uhop.experiments.classification train`)
+cfg = cls.config_from_parameters(dict(
+    dataset=dataset, variants=variants, preset=preset, patch_size=patch_size, dim=dim, epochs=epochs,
+    batch_size=batch_size, lr=lr, kernel_lr=kernel_lr, inner_steps=inner_steps, inner_batch_size=inner_batch_size,
+    train_sizes=train_sizes, test_size=test_size, runs=runs, seed=seed, device=device, architecture=architecture,
+    depth=depth, num_heads=num_heads, augment=augment, weight_decay=weight_decay))
 n_tokens = ((64 if dataset == "tiny_imagenet" else 32) // cfg.patch_size) ** 2
 if n_tokens == 1:
     print(f"patch_size {cfg.patch_size} gives ONE patch token per image: the Hopfield layer retrieves from a single "
@@ -93,7 +95,8 @@ if not command:
     command = (f"papermill classification.ipynb (cwd notebooks/) -p dataset {dataset} -p preset {preset} "
                f"-p epochs {epochs} -p dim {dim} -p patch_size {patch_size} -p inner_batch_size {inner_batch_size} "
                f"-r train_sizes {train_sizes} -p test_size {test_size} -p runs {runs} -p seed {seed} "
-               f"-p device {device} -p output_dir {output_dir}")
+               f"-p device {device} -p output_dir {output_dir} -p architecture {architecture} -p depth {depth} "
+               f"-p num_heads {num_heads} -p augment {augment} -p weight_decay {weight_decay}")
 curves = cls.run(cfg, output_dir, command=command)
 out = Path(output_dir)
 summary = pd.read_csv(out / "summary.csv")

@@ -144,3 +144,39 @@ def test_cifar100_without_torchvision_files_raises_clear_error():
         pytest.skip("canonical CIFAR-100 present")
     with pytest.raises(DatasetNotFoundError, match="cifar100"):
         cls.load_data("cifar100")
+
+
+def test_random_crop_flip_matches_a_per_image_reference():
+    # the batched gather against padding, cropping and flipping each image by hand with the same draws
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 8, 8, generator=g)
+    out = cls.random_crop_flip(x, 2, torch.Generator().manual_seed(5))
+    g2 = torch.Generator().manual_seed(5)
+    dy = torch.randint(0, 5, (6,), generator=g2)
+    dx = torch.randint(0, 5, (6,), generator=g2)
+    flip = torch.rand(6, generator=g2) < 0.5
+    for i in range(6):
+        padded = torch.zeros(3, 12, 12)
+        padded[:, 2:10, 2:10] = x[i]
+        crop = padded[:, dy[i]:dy[i] + 8, dx[i]:dx[i] + 8]
+        ref = crop.flip(-1) if flip[i] else crop
+        # a flipped crop takes columns dx .. dx+7 in reverse order: the flip happens inside the crop window
+        torch.testing.assert_close(out[i], ref)
+    assert flip.any() and (~flip).any() and (dy != 2).any()
+
+
+def test_augmentation_is_paired_and_resumes_per_epoch():
+    data = cls.ClassificationData(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), torch.zeros(10),
+                                  None, None, 10, 32, torch.full((3,), 0.5), torch.full((3,), 0.25), "x", True, "")
+    a, b = cls._transform(data, "cpu", augment=True, seed=3), cls._transform(data, "cpu", augment=True, seed=3)
+    a.set_epoch(2)
+    first = a(data.train_X)
+    a(data.train_X)  # a second batch of the same epoch draws new crops
+    b.set_epoch(2)
+    torch.testing.assert_close(b(data.train_X), first)  # same seed and epoch: same augmentation
+    b.set_epoch(3)
+    assert not torch.equal(b(data.train_X), first)
+    plain = cls._transform(data, "cpu")
+    torch.testing.assert_close(plain(data.train_X), (data.train_X / 255.0 - 0.5) / 0.25)
+    with pytest.raises(ValueError, match="architecture"):
+        cls.make_config("cifar10", "smoke", architecture="resnet")

@@ -35,6 +35,11 @@ __all__ = ["DATASETS", "PRESETS", "PAPER_TABLE1", "ClassificationConfig", "Class
            "evaluate", "CURVE_COLUMNS"]
 
 DATASETS = ("cifar10", "cifar100", "tiny_imagenet")
+#: Model families: "auto" (App F.4: the one-layer CLS classifier for CIFAR, the 3-block ViT for Tiny ImageNet),
+#: or either explicitly.
+ARCHITECTURES = ("auto", "classifier", "vit")
+#: Random-crop padding of ``augment=True`` (pixels on each side), the usual CIFAR value.
+CROP_PADDING = 4
 
 #: Table 1 of the paper (percent): (max train acc, test acc) per dataset and variant.
 PAPER_TABLE1 = {
@@ -114,6 +119,9 @@ class ClassificationConfig:
     eval_batch_size: int = 1000
     progress: bool = False
     checkpoint: bool = False
+    architecture: str = "auto"
+    augment: bool = False
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", DATASETS)
@@ -123,6 +131,11 @@ class ClassificationConfig:
             raise ValueError("variants must name at least one of " + ", ".join(map(repr, VARIANTS)))
         check_choice(self.preset, "preset", PRESETS)
         check_choice(self.sep_loss, "sep_loss", ("dl", "def2.2"))
+        check_choice(self.architecture, "architecture", ARCHITECTURES)
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"augment must be a bool, got {type(self.augment).__name__}")
+        if not float(self.weight_decay) >= 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         image = 64 if self.dataset == "tiny_imagenet" else 32
         if check_int(self.patch_size, "patch_size", minimum=1) > image or image % self.patch_size:
             raise ValueError(f"patch_size ({self.patch_size}) must divide the {self.dataset} image size ({image}); "
@@ -147,6 +160,40 @@ def make_config(dataset: str = "cifar10", preset: str = "smoke", **overrides) ->
         if key in base and not isinstance(base[key], tuple):
             base[key] = tuple(base[key])
     return ClassificationConfig(dataset=dataset, preset=preset, **base)
+
+
+#: Notebook parameters whose 0 means "the preset's value".
+_ZERO_MEANS_PRESET = ("patch_size", "dim", "epochs", "batch_size", "lr", "kernel_lr", "num_heads")
+
+
+def config_from_parameters(parameters: dict) -> ClassificationConfig:
+    """The :class:`ClassificationConfig` of ``notebooks/classification.py``'s parameters (as written in
+    ``notebooks/full_size.yml``): the one translation used by the notebook and by ``python -m
+    uhop.experiments.classification train``.  ``variants`` and ``train_sizes`` are comma-separated strings
+    (``full`` or 0: the whole split), ``runs`` gives run seeds ``0 .. runs-1``, 0 keeps the preset's value of
+    :data:`_ZERO_MEANS_PRESET` and means "none" for ``inner_batch_size`` / ``test_size``."""
+    known = set(_ZERO_MEANS_PRESET) | {"dataset", "variants", "preset", "inner_steps", "inner_batch_size",
+                                        "train_sizes", "test_size", "runs", "seed", "device", "architecture",
+                                        "depth", "augment", "weight_decay", "output_dir", "threads", "command"}
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"unknown classification parameter(s) {unknown}; valid: {sorted(known)}")
+    p = dict(parameters)
+    overrides = {k: (p[k] or None) for k in _ZERO_MEANS_PRESET if k in p}
+    if "train_sizes" in p:
+        overrides["train_sizes"] = tuple(None if str(s).strip() in ("full", "0") else int(s)
+                                         for s in str(p["train_sizes"]).split(","))
+    if "variants" in p:
+        overrides["variants"] = tuple(v.strip() for v in str(p["variants"]).split(",") if v.strip())
+    if "runs" in p:
+        overrides["run_seeds"] = tuple(range(check_int(p["runs"], "runs", minimum=1)))
+    for k in ("inner_batch_size", "test_size"):
+        if k in p:
+            overrides[k] = p[k] or None
+    for k in ("inner_steps", "seed", "device", "architecture", "depth", "augment", "weight_decay"):
+        if k in p:
+            overrides[k] = p[k]
+    return make_config(p.get("dataset", "cifar10"), p.get("preset", "smoke"), **overrides)
 
 
 # -- data -------------------------------------------------------------------------------------------------------
@@ -219,14 +266,44 @@ def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tenso
     return mean.to(torch.float32), std.to(torch.float32)
 
 
-def _transform(data: ClassificationData, device):
-    mean = data.mean.view(1, -1, 1, 1).to(device)
-    std = data.std.view(1, -1, 1, 1).to(device)
+class _Transform:
+    """uint8 batch -> normalised float batch on ``device``; with ``augment``, then a random crop of the image
+    padded by :data:`CROP_PADDING` pixels and a random horizontal flip, per image, from a generator reseeded
+    from ``(seed, epoch)`` at every epoch (:meth:`set_epoch`, called by the trainer): paired variants see the
+    same augmentations and a resumed run continues exactly."""
 
-    def f(x):
-        return (x.to(device).to(torch.float32).div_(255.0) - mean) / std
+    def __init__(self, data: ClassificationData, device, augment: bool = False, seed: int = 0):
+        self.mean = data.mean.view(1, -1, 1, 1).to(device)
+        self.std = data.std.view(1, -1, 1, 1).to(device)
+        self.device, self.augment, self.seed = device, augment, seed
+        self.generator = torch.Generator().manual_seed(seed)
 
-    return f
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+
+    def __call__(self, x):
+        x = (x.to(self.device).to(torch.float32).div_(255.0) - self.mean) / self.std
+        return random_crop_flip(x, CROP_PADDING, self.generator) if self.augment else x
+
+
+def _transform(data: ClassificationData, device, augment: bool = False, seed: int = 0) -> _Transform:
+    return _Transform(data, device, augment, seed)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop of ``x`` (``(B, C, H, W)``) zero-padded by ``padding`` on each side, then a random
+    horizontal flip: one gather for the whole batch (no per-image Python loop).  Padding with zeros after
+    normalisation pads with the channel mean."""
+    B, C, H, W = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+    flip = (torch.rand(B, generator=generator) < 0.5).to(x.device)
+    cols = torch.arange(W, device=x.device)
+    cols = torch.where(flip[:, None], W - 1 - cols, cols) + dx[:, None]          # (B, W)
+    rows = torch.arange(H, device=x.device) + dy[:, None]                         # (B, H)
+    b = torch.arange(B, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()
@@ -260,18 +337,22 @@ def train_variant(cfg: ClassificationConfig, data: ClassificationData, variant: 
     torch.manual_seed(run_seed)
     model = build_model(cfg.dataset, variant, image_size=data.image_size, num_classes=data.num_classes,
                         patch_size=cfg.patch_size, dim=cfg.dim, num_heads=cfg.num_heads, depth=cfg.depth,
-                        attn_dropout=cfg.attn_dropout, dropout=cfg.dropout, d_phi=cfg.d_phi)
+                        attn_dropout=cfg.attn_dropout, dropout=cfg.dropout, d_phi=cfg.d_phi,
+                        architecture=cfg.architecture)
     trainer = BilevelTrainer(model, lr=cfg.lr, kernel_lr=cfg.kernel_lr, inner_steps=cfg.inner_steps, t=cfg.t,
                              sep_loss=cfg.sep_loss, scheduler=cfg.scheduler, device=cfg.device,
-                             checkpoint_path=checkpoint_path, progress=cfg.progress, seed=run_seed)
+                             checkpoint_path=checkpoint_path, progress=cfg.progress, seed=run_seed,
+                             weight_decay=cfg.weight_decay)
     transform = _transform(data, cfg.device)
+    train_transform = _transform(data, cfg.device, augment=cfg.augment, seed=run_seed + 7) if cfg.augment else transform
 
     def evaluate_test(m):
         acc, loss = evaluate(m, data.test_X, data.test_y, transform, cfg.eval_batch_size)
         return {"test_acc": acc, "test_loss": loss}
 
     history = trainer.fit((sub.train_X, sub.train_y), cfg.epochs, batch_size=cfg.batch_size,
-                          inner_batch_size=cfg.inner_batch_size, transform=transform, evaluate=evaluate_test)
+                          inner_batch_size=cfg.inner_batch_size, transform=train_transform, evaluate=evaluate_test,
+                          inner_transform=transform)
     rows = []
     for rec in history:
         d = rec.as_dict()
@@ -430,3 +511,48 @@ def expressiveness_table(curves):
     out = out.rename(columns={"mean": "max_train_acc", "std": "max_train_acc_std", "count": "seeds"})
     out["label"] = out.variant.map(VARIANT_LABELS)
     return out
+
+
+# -- command line -------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m uhop.experiments.classification train --run NAME [--variants V] [--seeds S]``: train chosen
+    variants and run seeds of one ``notebooks/full_size.yml`` classification entry with exactly its settings
+    (what the notebook would run), appending to its output folder, skipping finished runs -- for running a
+    tier run by run in the background.  The summaries are rewritten after every run."""
+    import argparse
+    import os
+    import sys
+
+    from ..reproduce import load_runs as load_full_size
+
+    parser = argparse.ArgumentParser(prog="python -m uhop.experiments.classification", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train some runs of one notebooks/full_size.yml classification entry")
+    t.add_argument("--run", required=True, help="entry name in notebooks/full_size.yml")
+    t.add_argument("--variants", default="", help="comma-separated subset (default: the entry's)")
+    t.add_argument("--seeds", default="", help="comma-separated run seeds (default: the entry's 0 .. runs-1)")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    entries = {r["name"]: r for r in load_full_size() if r["notebook"] == "classification"}
+    if args.run not in entries:
+        parser.error(f"unknown run {args.run!r}; classification runs in notebooks/full_size.yml: {sorted(entries)}")
+    params = dict(entries[args.run].get("parameters") or {})
+    cfg = config_from_parameters({**params, "device": args.device})
+    if args.variants:
+        cfg = replace(cfg, variants=tuple(check_choice(v.strip(), "variant", VARIANTS)
+                                          for v in args.variants.split(",") if v.strip()))
+    if args.seeds:
+        cfg = replace(cfg, run_seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()))
+    repo = Path(__file__).resolve().parents[2]
+    out = params.get("output_dir") or f"_build/classification/{args.run}"
+    out = out if os.path.isabs(out) else (repo / "notebooks" / out).resolve()
+    run(cfg, out, command=" ".join(["python -m uhop.experiments.classification", *(argv or sys.argv[1:])]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,7 +17,7 @@ from .retrieval import METHODS
 
 __all__ = ["LABELS", "ORDER", "PAPER_BASELINES", "UHOP", "label", "at_epochs", "expand_baselines", "summary",
            "lineplot", "winners",
-           "prepare_output", "manifest_line", "spearman", "pearson"]
+           "prepare_output", "manifest_line", "spearman", "pearson", "t_critical_95", "paired_interval"]
 
 LABELS = {name: spec.label for name, spec in METHODS.items()}
 ORDER = list(METHODS)
@@ -210,3 +210,39 @@ def winners(df, x="M", value="sse_mean", tol=1e-2):
                     "ratio (all)": max(ab.min(), tol) / max(u.min(), tol)})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# -- paired comparisons over seeds ---------------------------------------------------------------------------------
+
+#: Two-sided 95% critical values of Student's t for 1..30 degrees of freedom (3 decimals; standard tables).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% critical value of Student's t with ``df`` degrees of freedom (a table up to 30, then the
+    Cornish-Fisher expansion around the normal 1.95996, accurate to 1e-3 there)."""
+    if df < 1:
+        raise ValueError(f"df must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def paired_interval(differences) -> dict:
+    """Mean of paired differences (one per seed) with a two-sided 95% t interval and a sign count.
+
+    Returns ``{"n", "mean", "sd", "low", "high", "positive", "negative", "zero"}``; with one difference the
+    interval is undefined (NaN).  An interval that excludes 0 says the sign of the mean difference is
+    resolved at this number of seeds; it is not a correction for many comparisons.
+    """
+    d = [float(v) for v in differences]
+    n = len(d)
+    if n == 0:
+        raise ValueError("paired_interval needs at least one difference")
+    mean = sum(d) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1)) if n > 1 else float("nan")
+    half = t_critical_95(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half,
+            "positive": sum(v > 0 for v in d), "negative": sum(v < 0 for v in d), "zero": sum(v == 0 for v in d)}

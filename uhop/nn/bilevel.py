@@ -295,11 +295,14 @@ class BilevelTrainer:
     def fit(self, train: tuple[torch.Tensor, torch.Tensor], epochs: int, *, batch_size: int = 128,
             inner_batch_size: int | None = None, transform: Callable | None = None,
             evaluate: Callable[[nn.Module], dict] | None = None, resume: bool = True,
-            callback: Callable[[EpochRecord], None] | None = None) -> list[EpochRecord]:
+            callback: Callable[[EpochRecord], None] | None = None,
+            inner_transform: Callable | None = None) -> list[EpochRecord]:
         """Train for ``epochs`` epochs over ``train = (X, y)`` (batches of ``batch_size`` = B_2).
 
         ``inner_batch_size`` is B_1 (default B_2); ``transform`` maps an X batch to model input (it should
-        also move it to the device); ``evaluate(model)`` returns extra metrics per epoch (e.g. test accuracy).
+        also move it to the device); ``inner_transform`` does so for the inner (Stage I) batches (default
+        ``transform``; a deterministic one keeps a random augmentation's generator in step between a model with
+        and without U-Hop); ``evaluate(model)`` returns extra metrics per epoch (e.g. test accuracy).
         With a ``checkpoint_path`` that exists and ``resume=True``, training continues after its epoch.
         """
         epochs = check_int(epochs, "epochs", minimum=0)
@@ -307,7 +310,8 @@ class BilevelTrainer:
         device = self.device
         move = transform if transform is not None else (lambda x: x.to(device))
         batches = TensorBatches(X, y, batch_size, seed=self.seed, transform=move)
-        inner = TensorBatches(X, y, inner_batch_size or batch_size, seed=self.seed + 1, transform=move)
+        inner = TensorBatches(X, y, inner_batch_size or batch_size, seed=self.seed + 1,
+                              transform=inner_transform if inner_transform is not None else move)
         if self.scheduler_name == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.outer_optimizer, T_max=max(epochs, 1))
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
@@ -318,6 +322,8 @@ class BilevelTrainer:
             if "inner" in ckpt["rng"]:
                 inner.generator.set_state(ckpt["rng"]["inner"])
         for epoch in range(self.start_epoch, epochs):
+            if hasattr(move, "set_epoch"):  # a random augmentation reseeded per epoch resumes exactly
+                move.set_epoch(epoch)
             record = self._epoch(epoch, batches, inner, epochs)
             if evaluate is not None:
                 was = self.model.training
