@@ -274,3 +274,78 @@ def test_retest_command_line_writes_json_and_manifest(tmp_path, capsys):
     assert "MSE" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # no run of the requested cells
         main(["retest", "--runs", str(tmp_path / "runs"), "--checkpoints", "x", "--cells", "WTH_96", "--out", str(out)])
+
+
+# -- the converged tier (results/forecasting/converged) and the GPU slice ------------------------------------------
+
+_CONVERGED = _RUNS_DIR.parent / "converged"
+
+
+def test_parameter_translation_is_shared_and_strict():
+    from uhop.experiments.forecasting import config_from_parameters
+
+    base, variants, seeds = config_from_parameters({"dataset": "WTH", "variants": "stanhop, linear", "seed": 3,
+                                                    "n_seeds": 2, "max_test_windows": 0, "epoch_windows": 128,
+                                                    "threads": 1, "out_dir": "x"})
+    assert (base.dataset, base.max_test_windows, base.epoch_windows) == ("WTH", None, 128)
+    assert variants == ["stanhop", "linear"] and seeds == [3, 4]
+    with pytest.raises(ValueError, match="unknown forecasting parameter.*n_memorys"):
+        config_from_parameters({"n_memorys": 10})
+    with pytest.raises(ValueError, match="variant"):
+        config_from_parameters({"variants": "stanhop,transformer"})
+
+
+def test_epoch_windows_draws_a_fresh_paired_sample_each_epoch(tmp_path):
+    splits = synthetic_splits()
+    cfg = ForecastConfig(variant="stanhop", epochs=3, patience=0, epoch_windows=40, **TINY)
+    r = train_forecaster(cfg, splits=splits, progress=False)
+    assert [h["windows"] for h in r["history"]] == [40, 40, 40]
+    # the run key of a config without the new field is what it was before the field existed
+    from uhop.experiments.forecasting import run_key
+
+    assert run_key(ForecastConfig(variant="linear")) == run_key(dataclasses.replace(ForecastConfig(variant="linear"),
+                                                                                   epoch_windows=None))
+    assert run_key(ForecastConfig(variant="linear")) != run_key(ForecastConfig(variant="linear", epoch_windows=8))
+
+
+def test_committed_converged_runs_match_their_entries():
+    # Every committed run of the converged tier is one its full_size.yml entry declares (the key hashes the whole
+    # configuration), was tested on the whole test split, validated on the whole validation split, saw at least
+    # 20,000 training windows unless early stopping ended it, and has a manifest naming a commit.
+    import json
+
+    from uhop.experiments.forecasting import load_runs, tier_status
+
+    finished, pending = tier_status("forecasting_converged_", _CONVERGED)
+    assert len(finished) + len(pending) == 12 * 4 * 5
+    keys = {item["key"] for item in finished}
+    runs = load_runs(_CONVERGED)
+    assert {r["key"] for r in runs} == keys, "a committed run that no full_size.yml entry declares"
+    for r in runs:
+        w = r["windows"]
+        assert w["test"] == w["test_available"] and w["val"] == w["val_available"], r["key"]
+        assert not r["interrupted"] and np.isfinite(r["test_mse"])
+        if r["config"]["variant"] in ("stanhop", "stanhop_uhop", "linear"):
+            seen = sum(h["windows"] for h in r["history"])
+            assert seen >= 20_000 or r["stopped_early"], f"{r['key']}: {seen} windows"
+        manifest = json.loads((_CONVERGED / f"{r['key']}.json.manifest.json").read_text())
+        assert len(manifest["git"]["commit"]) == 40
+
+
+@needs_ett
+def test_gpu_slice_declares_the_paper_settings_and_runs_at_smoke_size(tmp_path):
+    from uhop.experiments.forecasting import config_from_parameters, run
+    from uhop.reproduce import load_runs
+
+    entry = next(r for r in load_runs() if r["name"] == "forecasting_gpu_slice")
+    params = entry["parameters"]
+    base, variants, seeds = config_from_parameters(params)
+    assert (base.d_model, base.d_ff, base.epochs, base.patience, base.lr, base.batch_size) == (256, 512, 50, 25, 1e-4, 16)
+    assert base.max_train_windows is None and base.max_test_windows is None and base.epoch_windows is None
+    assert variants == ["stanhop", "stanhop_uhop"] and seeds == [0] and params["device"] == "cuda"
+    smoke = {**params, "d_model": 16, "n_heads": 2, "d_ff": 32, "factor": 3, "epochs": 1, "max_train_windows": 32,
+             "max_val_windows": 16, "max_test_windows": 16}
+    base, variants, seeds = config_from_parameters(smoke)
+    results = run(base, variants, seeds, device="cpu", out_dir=tmp_path, progress=False)
+    assert [r["config"]["variant"] for r in results] == ["stanhop", "stanhop_uhop"]
+    assert all(np.isfinite(r["test_mse"]) for r in results) and len(list(tmp_path.glob("*.manifest.json"))) == 2

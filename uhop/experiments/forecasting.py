@@ -62,7 +62,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
-           "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main"]
+           "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
+           "paired_differences", "tier_status"]
 
 VARIANTS = ("stanhop", "stanhop_uhop", "persistence", "linear")
 VARIANT_LABELS = {"stanhop": "STanHop-Net", "stanhop_uhop": "STanHop-Net + U-Hop", "persistence": "persistence",
@@ -599,6 +600,70 @@ def summarize(results):
     for col in ("max_train_windows", "max_test_windows"):
         out[col] = out[col].astype(object).where(out[col] != -1, None)
     return out
+
+
+def paired_differences(results):
+    """Per (dataset, horizon): U-Hop minus plain STanHop test MSE and MAE, paired by seed (same initial weights,
+    windows and batch order), as mean with a 95% t interval over seeds and a sign count, beside Table 8's
+    difference.  ``results``: the DataFrame of :func:`load_results` (or run dicts).
+
+    ``verdict`` is ``"U-Hop better"`` / ``"U-Hop worse"`` when the MSE interval excludes 0, else ``"no resolved
+    difference"`` (one seed: ``"one seed"``).
+    """
+    import pandas as pd
+
+    from .report import paired_interval
+
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    rows = []
+    for (d, h), sub in df.groupby(["dataset", "horizon"], sort=True):
+        p = sub.pivot_table(index="seed", columns="variant", values=["test_mse", "test_mae"])
+        if ("test_mse", "stanhop_uhop") not in p.columns or ("test_mse", "stanhop") not in p.columns:
+            continue
+        both = p.dropna(subset=[("test_mse", "stanhop_uhop"), ("test_mse", "stanhop")])
+        if not len(both):
+            continue
+        dm = paired_interval(both["test_mse", "stanhop_uhop"] - both["test_mse", "stanhop"])
+        da = paired_interval(both["test_mae", "stanhop_uhop"] - both["test_mae", "stanhop"])
+        paper = PAPER_TABLE8.get((d, int(h)))
+        if dm["n"] < 2:
+            verdict = "one seed"
+        elif dm["high"] < 0:
+            verdict = "U-Hop better"
+        elif dm["low"] > 0:
+            verdict = "U-Hop worse"
+        else:
+            verdict = "no resolved difference"
+        rows.append({"dataset": d, "horizon": int(h), "seeds": dm["n"],
+                     "STanHop MSE": both["test_mse", "stanhop"].mean(),
+                     "U-Hop MSE": both["test_mse", "stanhop_uhop"].mean(),
+                     "dMSE": dm["mean"], "dMSE low": dm["low"], "dMSE high": dm["high"],
+                     "U-Hop lower MSE": f"{dm['negative']} of {dm['n']}",
+                     "dMAE": da["mean"], "dMAE low": da["low"], "dMAE high": da["high"],
+                     "paper dMSE": (paper["stanhop_uhop"][0] - paper["stanhop"][0]) if paper else float("nan"),
+                     "paper dMAE": (paper["stanhop_uhop"][1] - paper["stanhop"][1]) if paper else float("nan"),
+                     "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def tier_status(prefix: str, out_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """``(finished, pending)`` runs of the ``notebooks/full_size.yml`` forecasting entries named ``prefix*``:
+    every (entry, variant, seed) they declare, split by whether ``out_dir/<run_key>.json`` exists.  Each item:
+    ``{"run", "dataset", "horizon", "variant", "seed", "key"}``."""
+    from ..reproduce import load_runs as load_full_size
+
+    finished, pending = [], []
+    for entry in load_full_size():
+        if entry["notebook"] != "forecasting" or not entry["name"].startswith(prefix):
+            continue
+        base, variants, seeds = config_from_parameters(entry.get("parameters") or {})
+        for seed in seeds:
+            for variant in variants:
+                config = replace(base, variant=variant, seed=seed)
+                item = {"run": entry["name"], "dataset": config.dataset, "horizon": config.horizon,
+                        "variant": variant, "seed": seed, "key": run_key(config)}
+                (finished if (Path(out_dir) / f"{item['key']}.json").exists() else pending).append(item)
+    return finished, pending
 
 
 def paper_table():
