@@ -146,3 +146,37 @@ def test_atomic_checkpoint_leaves_no_temporary(tmp_path):
 def test_trainer_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BilevelTrainer(TinyModel(), **kwargs)
+
+
+class _Evil:
+    """Unpickling this would create a file: what a crafted checkpoint could do with a full unpickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_checkpoint_is_refused_without_running_code(tmp_path):
+    from uhop.nn.bilevel import load_checkpoint
+
+    marker = tmp_path / "was_run"
+    path = tmp_path / "last.pt"
+    torch.save({"model": {}, "payload": _Evil(marker)}, path)
+    with pytest.raises(ValueError, match="last.pt.*other than tensors"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_trainer_checkpoints_load_with_weights_only(tmp_path):
+    # the trainer's own checkpoint (model, optimizers, scheduler, history, every RNG state) passes the safe loader
+    from uhop.nn.bilevel import BilevelTrainer, load_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    X, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    trainer = BilevelTrainer(model, scheduler="cosine", checkpoint_path=tmp_path / "c.pt", progress=False)
+    trainer.fit((X, y), 1, batch_size=8)
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1 and ckpt["rng"]["numpy"][0] == "MT19937"

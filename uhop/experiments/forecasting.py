@@ -52,7 +52,7 @@ from .._checks import check_choice, check_int, check_positive
 from ..data import time_series_splits
 from ..models.stanhop import DEFAULTS, STanHopNet, blocks_for_horizon
 from ..nn import kernel_parameters, separation_step
-from ..nn.bilevel import save_checkpoint
+from ..nn.bilevel import load_checkpoint, save_checkpoint
 from ..provenance import atomic_write_text, write_manifest
 
 try:  # plain text bars: they work in terminals, logs and notebook kernels alike (no ipywidgets needed)
@@ -370,7 +370,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         last_path = None if ckpt_dir is None else ckpt_dir / "last.pt"
         best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
         if resume and last_path is not None and last_path.exists():
-            ck = torch.load(last_path, map_location=dev, weights_only=False)
+            ck = load_checkpoint(last_path, map_location=dev)
             if _settings(ck["config"]) != _settings(config):
                 raise ValueError(f"{last_path} was written by a different configuration; delete it or pass "
                                  "resume=False")
@@ -432,7 +432,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         if hasattr(epochs_bar, "close"):
             epochs_bar.close()
         if best_path is not None and best_path.exists():
-            model.load_state_dict(torch.load(best_path, map_location=dev, weights_only=False)["model"])
+            model.load_state_dict(load_checkpoint(best_path, map_location=dev)["model"])
         elif best["state"] is not None:
             model.load_state_dict(best["state"])
 
@@ -725,7 +725,7 @@ def retest(runs: Sequence[dict], checkpoint_dir: str | os.PathLike, *, device: s
             best = Path(checkpoint_dir) / result["key"] / "best.pt"
             if not best.exists():
                 raise FileNotFoundError(f"{best} not found: re-run {result['key']} with this checkpoint_dir")
-            state = torch.load(best, map_location=dev, weights_only=False)
+            state = load_checkpoint(best, map_location=dev)
             if _settings(state["config"]) != _settings(result["config"]):
                 raise ValueError(f"{best} was written by a different configuration than run {result['key']}")
             model.load_state_dict(state["model"])

@@ -24,6 +24,7 @@ N_i, B_1 and t are not given for classification (defaults 1, B_2 and 2).
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -45,7 +46,8 @@ try:  # tqdm is part of the book extra; the trainer works without it.
 except ImportError:  # pragma: no cover
     _tqdm = None
 
-__all__ = ["BilevelTrainer", "EpochRecord", "kernel_parameters", "separation_step", "TensorBatches"]
+__all__ = ["BilevelTrainer", "EpochRecord", "kernel_parameters", "separation_step", "TensorBatches",
+           "save_checkpoint", "load_checkpoint"]
 
 
 def kernel_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -161,7 +163,11 @@ class EpochRecord:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every global RNG state as tensors and plain Python types (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                         int(has_gauss), float(cached)),
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -169,7 +175,9 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    keys = keys.numpy().astype(np.uint32) if isinstance(keys, torch.Tensor) else np.asarray(keys, dtype=np.uint32)
+    np.random.set_state((name, keys, pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -187,6 +195,19 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(..., weights_only=True)``: only
+    tensors and plain Python containers and scalars are accepted, so a checkpoint received from someone else
+    cannot run code when it is loaded (a full unpickle can).  Anything else raises ``ValueError`` naming the
+    file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds objects other than tensors and plain Python types, which uhop does not "
+                         f"load (unpickling them could run code); re-create the checkpoint with this version of "
+                         f"uhop. Details: {str(err).splitlines()[0]}") from None
 
 
 class BilevelTrainer:
@@ -268,7 +289,7 @@ class BilevelTrainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict:
         """Restore model, optimizers, scheduler and history from ``path``; returns the raw checkpoint."""
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        ckpt = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(ckpt["model"])
         self.outer_optimizer.load_state_dict(ckpt["outer_optimizer"])
         if self.kernel_optimizer is not None and ckpt["kernel_optimizer"] is not None:
