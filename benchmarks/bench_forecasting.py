@@ -1,7 +1,7 @@
 """Forecasting throughput on CPU: STanHop training and evaluation windows per second, before and after the
 speed work, U-Hop's slowdown, and a same-run matmul throughput so that machines can be compared.
 
-For every (channel count, horizon) of Table 8 -- ETTh1 and ETTm1 have the same shapes (7 channels), WTH 12 --
+For (channel count, horizon) cells of Table 8 -- ETTh1 and ETTm1 have the same shapes (7 channels), WTH 12 --
 time full training steps on random data of the right shape (the values do not change the cost):
 
 * ``stanhop`` / ``stanhop_uhop`` -- the package as it is: Newton alpha-entmax (``uhop.entmax_solver``),
@@ -19,7 +19,8 @@ windows/s figure by it to compare machines.
 
 Usage::
 
-    python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--json PATH]
+    python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
+        [--json PATH]
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
 provenance manifest ``PATH.manifest.json``.
@@ -128,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per case (median reported)")
     parser.add_argument("--eval-batch", type=int, default=256, help="windows per timed evaluation pass")
+    parser.add_argument("--cells", default="ETTh1:96,ETTh1:192,ETTh1:336,ETTh1:720,WTH:96,WTH:720",
+                        help="comma-separated SHAPE:HORIZON cells to time (SHAPE: ETTh1 or WTH)")
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -136,7 +139,10 @@ def main(argv=None) -> int:
     d_ff = args.d_ff or 2 * d_model
     base = ForecastConfig(d_model=d_model, d_ff=d_ff, n_heads=2 if args.quick else 4, factor=3 if args.quick else 10,
                           input_len=args.input_len, lr=1e-3)
-    shapes = [("ETTh1", 96)] if args.quick else [(d, h) for d in ("ETTh1", "WTH") for h in (96, 192, 336, 720)]
+    shapes = [("ETTh1", 96)] if args.quick else [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",")]
+    for shape_of, _ in shapes:
+        if shape_of not in SHAPES:
+            parser.error(f"unknown shape {shape_of!r} in --cells; valid: {sorted(SHAPES)}")
     eval_batch = 16 if args.quick else args.eval_batch
     steps = 2 if args.quick else args.steps
     gflops_before = matmul_gflops(256 if args.quick else 1024)

@@ -110,3 +110,23 @@ def test_full_size_runs_refer_to_real_notebooks_and_parameters(tmp_path):
         known = set(pm.inspect_notebook(str(ipynb)))
         unknown = set(run.get("parameters", {})) - known
         assert not unknown, f"full_size.yml run {run['name']}: unknown parameters {sorted(unknown)}"
+
+
+def test_every_module_with_a_main_answers_help():
+    # a user's first try with a command line: `python -m <module> --help` prints usage and exits 0
+    import subprocess
+    import sys
+
+    root = REPO
+    modules = []
+    for path in sorted((root / "uhop").rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(root).with_suffix("")
+        if path.name == "__main__.py":
+            modules.append(".".join(rel.parts[:-1]))
+        elif 'if __name__ == "__main__"' in text:
+            modules.append(".".join(rel.parts))
+    assert {"uhop.data", "uhop.reproduce", "uhop.experiments.forecasting", "uhop.experiments.classification"} <= set(modules)
+    for module in modules:
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "usage:" in out.stdout, (module, out.stderr[-500:])
