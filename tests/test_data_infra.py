@@ -173,6 +173,11 @@ def test_cli_verify_and_list(tmp_path, capsys):
                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAIL    cifar100/cifar100_exact_subset.npz" in res.stdout and "MISSING" in res.stdout
+    # missing files (nothing corrupt) and a root that does not exist are failures too, with their own status
+    assert main(["verify", "--root", str(tmp_path / "no" / "such" / "dir")]) == 2
+    assert "does not exist" in capsys.readouterr().out
+    (bad / "cifar100" / "cifar100_exact_subset.npz").unlink()
+    assert main(["verify", "--root", str(bad)]) == 2
 
 
 # ------------------------------------------------------------------ atomic, interruption-safe builds

@@ -1,4 +1,7 @@
-"""Command line: ``python -m uhop.data verify [--root DIR]`` | ``python -m uhop.data list [--root DIR]``."""
+"""Command line: ``python -m uhop.data verify [--root DIR]`` | ``python -m uhop.data list [--root DIR]``.
+
+``verify`` exits 0 when every known file is present and intact, 1 when one is corrupt (size or sha256), 2 when
+files are missing or the root does not exist."""
 
 from __future__ import annotations
 
@@ -26,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{status:<7} {rel}  ({detail})")
         n = {s: sum(r[0] == s for r in rows) for s in ("PASS", "FAIL", "MISSING")}
         print(f"{n['PASS']} passed, {n['FAIL']} failed, {n['MISSING']} missing")
+        if not root.is_dir():
+            print(f"error: the data root {root} does not exist (check --root / UHOP_DATA)")
+            return 2
         if n["PASS"] == 0 and n["FAIL"] == 0:
             print("note: no known data file found under this root (check --root / UHOP_DATA)")
-        return 1 if n["FAIL"] else 0
+        # exit status: 0 all present and intact, 1 a file is corrupt, 2 files are missing (and none corrupt)
+        return 1 if n["FAIL"] else 2 if n["MISSING"] else 0
     print(f"cache: {cache_dir(create=False)}")
     for name, variants in available(root).items():
         print(f"{name:<14} {', '.join(variants) if variants else '-'}")
