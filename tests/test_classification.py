@@ -180,3 +180,22 @@ def test_augmentation_is_paired_and_resumes_per_epoch():
     torch.testing.assert_close(plain(data.train_X), (data.train_X / 255.0 - 0.5) / 0.25)
     with pytest.raises(ValueError, match="architecture"):
         cls.make_config("cifar10", "smoke", architecture="resnet")
+
+
+def test_paired_differences_by_hand():
+    curves = _fake_curves()
+    # make seed 1 of U-Hop a little worse on the test set so that the two differences differ
+    curves.loc[(curves.variant == "mhm_uhop") & (curves.run_seed == 1), "test_acc"] -= 0.02
+    d = cls.paired_differences(curves).set_index("metric")
+    assert list(d["pair"].unique()) == ["MHM + U-Hop vs MHM"]
+    # max train acc: 0.60 - 0.50 in both seeds (seed offsets cancel): no spread, interval collapses to the mean
+    assert d.loc["max_train_acc", "diff"] == pytest.approx(0.10) and d.loc["max_train_acc", "seeds"] == 2
+    assert d.loc["max_train_acc", "low"] == pytest.approx(0.10) and d.loc["max_train_acc", "verdict"] == "U-Hop higher"
+    # final test acc: differences 0.10 and 0.08 -> mean 0.09, sd 0.01414, t(1) = 12.706
+    half = 12.706 * (0.02 / math.sqrt(2)) / math.sqrt(2)
+    assert d.loc["final_test_acc", "diff"] == pytest.approx(0.09)
+    assert d.loc["final_test_acc", "low"] == pytest.approx(0.09 - half)
+    assert d.loc["final_test_acc", "verdict"] == "no resolved difference"  # 0.09 - 0.127 < 0
+    assert d.loc["max_train_acc", "paper diff"] == pytest.approx(0.086)
+    per = cls.per_seed_metrics(curves)
+    assert len(per) == 4 and per.epochs.eq(3).all()

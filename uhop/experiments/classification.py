@@ -500,6 +500,79 @@ def summarize(curves, thresholds: Sequence[float] = (0.4, 0.5)):
     return pd.DataFrame(rows)
 
 
+#: The U-Hop variant of each base model (Table 1's pairs).
+UHOP_PAIRS = {"mhm": "mhm_uhop", "sparse": "sparse_uhop"}
+
+
+def per_seed_metrics(curves):
+    """One row per (variant, run seed, train size): max training accuracy over epochs, final and best test
+    accuracy, final training and test loss."""
+    import pandas as pd
+
+    rows = []
+    for (variant, seed, size), c in curves.groupby(["variant", "run_seed", "train_size"]):
+        c = c.sort_values("epoch")
+        rows.append({"variant": variant, "run_seed": int(seed), "train_size": int(size), "epochs": int(c.epoch.max()),
+                     "max_train_acc": c.train_acc.max(), "final_test_acc": c.test_acc.iloc[-1],
+                     "best_test_acc": c.test_acc.max(), "final_train_loss": c.train_loss.iloc[-1],
+                     "final_test_loss": c.test_loss.iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+def paired_differences(curves, dataset: str = "cifar10"):
+    """U-Hop minus its base model (MHM, Sparse MHM), paired by run seed (same initial weights, data, batch order
+    and augmentation), for the max training accuracy and the final and best test accuracy: the mean over seeds
+    with a 95% t interval, how many seeds U-Hop was higher in, and the paper's Table 1 difference.  Accuracies are
+    fractions; the paper's are converted from percent."""
+    import pandas as pd
+
+    from .report import paired_interval
+
+    per = per_seed_metrics(curves)
+    per = per[per.train_size == per.train_size.max()] if len(per) else per
+    rows = []
+    for base, uhop in UHOP_PAIRS.items():
+        a = per[per.variant == base].set_index("run_seed")
+        b = per[per.variant == uhop].set_index("run_seed")
+        seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            continue
+        paper = PAPER_TABLE1.get(dataset, {})
+        for metric, paper_idx in (("max_train_acc", 0), ("final_test_acc", 1), ("best_test_acc", 1)):
+            r = paired_interval([b.loc[s, metric] - a.loc[s, metric] for s in seeds])
+            if r["n"] < 2:
+                verdict = "one seed"
+            else:
+                verdict = ("U-Hop higher" if r["low"] > 0 else "U-Hop lower" if r["high"] < 0
+                           else "no resolved difference")
+            paper_diff = ((paper[uhop][paper_idx] - paper[base][paper_idx]) / 100
+                          if base in paper and uhop in paper else float("nan"))
+            rows.append({"pair": f"{VARIANT_LABELS[uhop]} vs {VARIANT_LABELS[base]}", "metric": metric,
+                         "seeds": r["n"], "base": a.loc[seeds, metric].mean(), "U-Hop": b.loc[seeds, metric].mean(),
+                         "diff": r["mean"], "low": r["low"], "high": r["high"],
+                         "U-Hop higher in": f"{r['positive']} of {r['n']}", "paper diff": paper_diff,
+                         "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def tier_status(run_name: str, output_dir) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(finished, pending)`` ``(variant, run seed)`` pairs of one ``notebooks/full_size.yml`` classification
+    entry: finished when ``output_dir/curves.csv`` holds all of the entry's epochs for that run."""
+    from ..reproduce import load_runs as load_full_size
+
+    entry = next((r for r in load_full_size() if r["name"] == run_name), None)
+    if entry is None:
+        raise ValueError(f"unknown run {run_name!r} in notebooks/full_size.yml")
+    cfg = config_from_parameters(entry.get("parameters") or {})
+    curves = _read_curves(Path(output_dir) / "curves.csv")
+    done = set()
+    if len(curves):
+        last = curves.groupby(["variant", "run_seed"])["epoch"].max()
+        done = {(v, int(s)) for (v, s), e in last.items() if e >= cfg.epochs}
+    wanted = [(v, s) for s in cfg.run_seeds for v in cfg.variants]
+    return [w for w in wanted if w in done], [w for w in wanted if w not in done]
+
+
 def expressiveness_table(curves):
     """Fig 6 / App G.4: max training accuracy (mean, std over seeds) per variant and training-set size."""
     import pandas as pd
