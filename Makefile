@@ -31,7 +31,7 @@ export PYTHONHASHSEED := 0
 # Notebook kernels and tools resolve `python`/`jupyter` from the project's environment.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install book book-strict test unit results clean clean-all
+.PHONY: help install browser book book-strict test unit results clean clean-all
 
 help:
 	@sed -n '1,6p' Makefile
@@ -70,9 +70,25 @@ book-strict: $(STAMP)
 	grep -E "WARNING|ERROR|build succeeded|build finished" $(BUILD)/book-build.log | tail -n 40 || true; \
 	echo "[make] strict book build exit code $$rc in $$(( $$(date +%s) - start )) s"
 
+# The rendered-site check needs a headless Chromium. Installed with apt-get when it is missing and this user may
+# install system packages (root, or sudo without a password); otherwise the exact command to run is printed.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "[make] the site check needs Chromium, which is not installed and cannot be installed by this user."; \
+	     echo "[make] install it once with:  sudo apt-get install chromium   (Debian/Ubuntu), then re-run make test"; \
+	     exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "[make] the site check needs Chromium; install it with your system's package manager"; exit 1; fi; \
+	echo "[make] installing chromium for the rendered-site check (apt-get)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 # Everything: the strict book build first, then pytest (unit tests, every notebook through
 # papermill, the build result, the Chromium site check). Ends with pytest's summary line.
-test: book-strict
+test: browser book-strict
 	UHOP_REQUIRE_BOOK=1 $(BIN)/python -m pytest -n $(NPROC) --durations=15 $(PYTEST_ARGS) tests
 
 # Unit tests only (fast inner loop; no notebooks, no book).

@@ -59,6 +59,12 @@ augment: bool = False  # random crop (4-pixel padding) and horizontal flip of th
 weight_decay: float = 0.0  # Adam weight decay of the task step
 
 # %%
+# papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
+from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
+
+check_parameters(globals())
+output_dir = str(notebook_path(output_dir))  # relative to notebooks/, whatever the working directory
+
 import time
 from pathlib import Path
 

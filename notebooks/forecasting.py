@@ -61,6 +61,13 @@ checkpoint_dir: str = "../_build/forecasting/checkpoints"  # last.pt and best.pt
 device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
 
 # %%
+# papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
+from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
+
+check_parameters(globals())
+out_dir = str(notebook_path(out_dir))  # relative to notebooks/, whatever the working directory
+checkpoint_dir = str(notebook_path(checkpoint_dir)) if checkpoint_dir else ""
+
 import time
 from pathlib import Path
 

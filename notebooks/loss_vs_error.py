@@ -44,6 +44,12 @@ resume: bool = False  # True: keep the cells already in `output`, False: start a
 command: str = ""  # command recorded in the manifest (full_size.yml fills it)
 
 # %%
+# papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
+from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
+
+check_parameters(globals())
+output = str(notebook_path(output))  # relative to notebooks/, whatever the working directory
+
 import time
 
 import matplotlib.pyplot as plt

@@ -42,6 +42,11 @@ seed: int = 0  # seed for the memory sample, the mask and the kernel
 device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
 
 # %%
+# papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
+from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
+
+check_parameters(globals())
+
 import time
 
 import matplotlib.pyplot as plt

@@ -82,6 +82,38 @@ def test_experiment_notebook_parameters_are_annotated(path, tmp_path):
     assert "seed" in params and params["seed"]["inferred_type_name"] == "int", f"{path.name}: needs `seed: int`"
 
 
+@pytest.mark.parametrize("path", experiment_notebooks(), ids=lambda p: p.name)
+def test_experiment_notebook_checks_its_parameters_first(path):
+    # papermill only warns about an unknown parameter and runs the defaults: each notebook stops instead
+    nb = jupytext.read(path)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nxt = next(c for c in nb.cells[index + 1:] if c.cell_type == "code")
+    assert "check_parameters(globals())" in nxt.source, f"{path.name}: the cell after the parameters must check them"
+
+
+def test_notebook_paths_resolve_against_the_notebooks_folder(tmp_path, monkeypatch):
+    from uhop.experiments.notebook import NOTEBOOKS, check_parameters, notebook_path
+
+    monkeypatch.chdir(tmp_path)  # as papermill started from anywhere
+    assert notebook_path("../_build/x.csv") == (REPO / "_build" / "x.csv").resolve()
+    assert NOTEBOOKS == REPO / "notebooks"
+    assert notebook_path(tmp_path / "abs.csv") == tmp_path / "abs.csv"
+    ns = {"__annotations__": {"seed": int, "device": str}, "seed": 1, "device": "cpu", "In": [], "_i1": "",
+          "pd": pytest}
+    assert check_parameters(ns) == ["seed", "device"]
+    ns["n_memorys"] = 10
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['n_memorys'\].*'device', 'seed'"):
+        check_parameters(ns)
+
+
+@pytest.mark.notebook
+def test_misspelt_papermill_parameter_fails_the_run(tmp_path):
+    nb = jupytext.read(REPO / "notebooks" / "retrieval_quickstart.py")
+    with pytest.raises(pm.PapermillExecutionError, match="n_memorys"):
+        pm.execute_notebook(nb, str(tmp_path / "out.ipynb"), parameters={"n_memorys": 10}, kernel_name="python3",
+                            cwd=str(tmp_path), progress_bar=False)
+
+
 def test_no_ipynb_tracked_by_git():
     try:
         out = subprocess.run(
