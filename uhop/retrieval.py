@@ -114,8 +114,20 @@ def association(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 
     """
     beta, sep = _validate(queries, memories, beta, separation)
     X, single = _as_batch(queries)
-    p = sep(beta * _make_scorer(memories, similarity, kernel, keys)(X), dim=-1)
+    p = _separate(sep, beta, _make_scorer(memories, similarity, kernel, keys)(X))
     return p[0] if single else p
+
+
+def _separate(sep, beta: float, scores: torch.Tensor) -> torch.Tensor:
+    """``sep(beta * scores)`` after checking that the scaled scores are finite: an overflow (huge patterns or
+    beta) would otherwise come back as NaN weights, or as an index error from inside the sort-based solvers."""
+    z = beta * scores
+    lo, hi = torch.aminmax(z.detach()) if z.numel() else (z.new_zeros(()), z.new_zeros(()))
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+        raise FloatingPointError(
+            f"the similarity scores times beta={beta:g} are not finite (largest |score| overflowed {z.dtype}): scale "
+            "the memories and queries down, lower beta, or use float64")
+    return sep(z, dim=-1)
 
 
 def retrieval_step(queries: torch.Tensor, memories: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -188,7 +200,7 @@ def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0
 
     # The scores (and weights) of a state serve both its energy and the next step.
     scores = scorer(X)
-    weights = sep(beta * scores, dim=-1)
+    weights = _separate(sep, beta, scores)
     if return_energies:
         record(X, scores, weights)
     for t in range(steps):
@@ -198,7 +210,7 @@ def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0
         last = converged or t == steps - 1
         if return_energies or not last:
             scores = scorer(X)
-            weights = sep(beta * scores, dim=-1)
+            weights = _separate(sep, beta, scores)
         if return_energies:
             record(X, scores, weights)
         if converged:

@@ -325,6 +325,11 @@ def fit_kernel(memories: torch.Tensor, *, epochs=_D["epochs"], lr=_D["lr"], t=_D
                                        d_phi=kernel.d_phi))
     with torch.enable_grad():
         _ENGINES[engine](kernel, train, s, history, progress)
+    if not bool(torch.isfinite(kernel.weight).all()):
+        raise FloatingPointError(
+            f"Stage I diverged: the fitted W has NaN/Inf entries after {s['epochs']} epochs at lr={s['lr']} "
+            f"({engine} engine); lower lr, or check the memories (an all-zero memory has no direction to "
+            f"normalise when normalize_features=True)")
     del history.settings["checkpoints"]
     if s["normalize_rows"]:
         kernel.normalize_rows_()
