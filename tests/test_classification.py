@@ -199,3 +199,17 @@ def test_paired_differences_by_hand():
     assert d.loc["max_train_acc", "paper diff"] == pytest.approx(0.086)
     per = cls.per_seed_metrics(curves)
     assert len(per) == 4 and per.epochs.eq(3).all()
+
+
+def test_gpu_slice_declares_table5_scale_and_runs_at_smoke_size(tmp_path):
+    from uhop.reproduce import load_runs
+
+    entry = next(r for r in load_runs() if r["name"] == "classification_gpu_slice")
+    cfg = cls.config_from_parameters(entry["parameters"])
+    assert (cfg.dim, cfg.epochs, cfg.batch_size, cfg.lr, cfg.kernel_lr) == (512, 25, 128, 1e-3, 0.1)
+    assert cfg.variants == ("mhm", "mhm_uhop") and cfg.run_seeds == (0,) and cfg.device == "cuda"
+    assert cfg.train_sizes == (None,) and cfg.test_size is None
+    smoke = cls.config_from_parameters({**entry["parameters"], "dim": 16, "epochs": 1, "train_sizes": "256",
+                                        "test_size": 128, "device": "cpu", "batch_size": 64})
+    curves = cls.run(smoke, tmp_path, log=lambda *_: None)
+    assert set(curves.variant) == {"mhm", "mhm_uhop"} and (tmp_path / "manifest.json").exists()
