@@ -186,3 +186,19 @@ def test_uhop_model_matches_functional_api():
     assert "fitted on M=12" in repr(model)
     with pytest.raises(RuntimeError, match="fit"):
         uhop.UHop().retrieve(X)
+
+
+def test_retrieval_weights_have_no_subnormal_floats():
+    # a sharp softmax underflows into subnormals (slow on many CPUs); the library flushes them to 0, which
+    # moves the result by less than the smallest normal float times the memories
+    g = torch.Generator().manual_seed(0)
+    memories, queries = torch.rand(200, 64, generator=g), torch.rand(50, 64, generator=g)
+    beta = 12.0  # about 1% of the weights are subnormal
+    raw = torch.softmax(beta * uhop.similarity_scores(queries, memories), dim=-1)  # the same scores, unflushed
+    tiny = torch.finfo(raw.dtype).tiny
+    assert ((raw > 0) & (raw < tiny)).any(), "the test case must produce subnormal weights"
+    w = uhop.association(queries, memories, beta=beta)
+    assert not ((w > 0) & (w < tiny)).any()
+    assert torch.equal(w, torch.where(raw < tiny, torch.zeros_like(raw), raw))
+    out = uhop.retrieve(queries, memories, beta=beta)
+    assert (out - raw @ memories).abs().max() <= 1e-6

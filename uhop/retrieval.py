@@ -127,7 +127,19 @@ def _separate(sep, beta: float, scores: torch.Tensor) -> torch.Tensor:
         raise FloatingPointError(
             f"the similarity scores times beta={beta:g} are not finite (largest |score| overflowed {z.dtype}): scale "
             "the memories and queries down, lower beta, or use float64")
-    return sep(z, dim=-1)
+    return flush_subnormal(sep(z, dim=-1))
+
+
+def flush_subnormal(weights: torch.Tensor) -> torch.Tensor:
+    """Set weights below the smallest normal float of their dtype to 0.
+
+    A sharp softmax (a fitted U-Hop kernel, large beta) leaves a few percent of its weights as subnormal
+    floats, which many CPUs multiply tens of times slower than normal ones: the read-out ``weights @ memories``
+    then costs several times a plain MHM step.  Each such weight is below 1.2e-38 (float32), so dropping it
+    changes a retrieved pattern by less than that times the largest memory entry -- far below rounding.  The
+    user's global torch settings (``torch.set_flush_denormal``) are left alone.
+    """
+    return weights.masked_fill(weights < torch.finfo(weights.dtype).tiny, 0.0)
 
 
 def retrieval_step(queries: torch.Tensor, memories: torch.Tensor, **kwargs) -> torch.Tensor:
