@@ -646,15 +646,17 @@ def paired_differences(results):
     return pd.DataFrame(rows)
 
 
-def tier_status(prefix: str, out_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
-    """``(finished, pending)`` runs of the ``notebooks/full_size.yml`` forecasting entries named ``prefix*``:
+def tier_status(prefix: str, out_dir: str | os.PathLike, exact: bool = False) -> tuple[list[dict], list[dict]]:
+    """``(finished, pending)`` runs of the ``notebooks/full_size.yml`` forecasting entries named ``prefix*``
+    (``exact``: the one entry named ``prefix``):
     every (entry, variant, seed) they declare, split by whether ``out_dir/<run_key>.json`` exists.  Each item:
     ``{"run", "dataset", "horizon", "variant", "seed", "key"}``."""
     from ..reproduce import load_runs as load_full_size
 
     finished, pending = [], []
     for entry in load_full_size():
-        if entry["notebook"] != "forecasting" or not entry["name"].startswith(prefix):
+        if entry["notebook"] != "forecasting" or not (entry["name"] == prefix if exact else
+                                                         entry["name"].startswith(prefix)):
             continue
         base, variants, seeds = config_from_parameters(entry.get("parameters") or {})
         for seed in seeds:
