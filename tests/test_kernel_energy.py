@@ -112,7 +112,18 @@ def test_kernel_energy_is_eq_2_2(alpha):
     Xi, X, k = _problem(4, d_phi=7)
     W = k.weight.detach()
     fx = X @ W.T
-    expected = 0.5 * (fx * fx).sum(-1) - uhop.Psi_star(fx @ (Xi @ W.T).T, 1.3, alpha)
+    theta = 1.3 * fx @ (Xi @ W.T).T
+    # Psi*_alpha written out independently of uhop: the Tsallis-regularised max over the simplex at the
+    # maximiser from the entmax package (alpha = 1: log-sum-exp), scaled by 1/beta (Eq (2.3))
+    if alpha == 1.0:
+        conj = torch.logsumexp(theta, dim=-1)
+    else:
+        from entmax import entmax15, sparsemax
+
+        p = entmax15(theta, dim=-1) if alpha == 1.5 else sparsemax(theta, dim=-1)
+        tsallis = (p - p.pow(alpha)).sum(-1) / (alpha * (alpha - 1.0))
+        conj = (p * theta).sum(-1) + tsallis
+    expected = 0.5 * (fx * fx).sum(-1) - conj / 1.3
     assert torch.allclose(uhop.energy(X, Xi, beta=1.3, separation=alpha, kernel=k), expected, atol=1e-12)
 
 

@@ -258,6 +258,18 @@ def test_layer_separation_loss_uses_mapped_stored_patterns():
 # -- Theorem 3.1 --------------------------------------------------------------------------------------------------
 
 
+def _col_attention(W_Q, W_K, X, beta):
+    """Independent reference for Theorem 3.1's attention: entry (i, j) = exp(beta <W_K x_i, W_Q x_j>) normalised
+    over i, written out element by element (no softmax call, no package code)."""
+    M = X.shape[1]
+    out = torch.empty(M, M, dtype=X.dtype)
+    for j in range(M):
+        q = W_Q @ X[:, j]
+        e = torch.stack([torch.exp(beta * torch.dot(W_K @ X[:, i], q)) for i in range(M)])
+        out[:, j] = e / e.sum()
+    return out
+
+
 def _column_stochastic(M, seed):
     P = torch.rand(M, M, dtype=DT, generator=_gen(seed)) + 0.05
     return P / P.sum(dim=0, keepdim=True)
@@ -269,10 +281,11 @@ def test_realize_attention_orthogonal_features(beta):
     X = torch.linalg.qr(torch.randn(D, M, dtype=DT, generator=_gen(5)))[0] * torch.arange(1, M + 1, dtype=DT)
     P = _column_stochastic(M, 6)
     W_Q, W_K = realize_attention(P, X, beta, method="orthogonal")
-    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, beta), P)
+    torch.testing.assert_close(_col_attention(W_Q, W_K, X, beta), P)
+    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, beta), _col_attention(W_Q, W_K, X, beta))
     W_Q2, W_K2 = realize_attention(P, X, beta, D0=torch.rand(M, dtype=DT) + 0.1, head_dim=M)
     assert W_Q2.shape == (M, D)
-    torch.testing.assert_close(attention_matrix(W_Q2, W_K2, X, beta), P)
+    torch.testing.assert_close(_col_attention(W_Q2, W_K2, X, beta), P)
 
 
 def test_realize_attention_with_one_dimension_less():
@@ -281,7 +294,7 @@ def test_realize_attention_with_one_dimension_less():
     P = _column_stochastic(M, 12)
     W_Q, W_K = realize_attention(P, X, 1.5, head_dim=M - 1)
     assert W_Q.shape == (M - 1, D)
-    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, 1.5), P)
+    torch.testing.assert_close(_col_attention(W_Q, W_K, X, 1.5), P)
     with pytest.raises(ValueError, match="head_dim must be >= M - 1"):
         realize_attention(P, X, 1.5, head_dim=M - 2)
 
@@ -290,7 +303,7 @@ def test_realize_attention_general_full_rank_features():
     X = torch.randn(6, 4, dtype=DT, generator=_gen(7))
     P = _column_stochastic(4, 8)
     W_Q, W_K = realize_attention(P, X, 2.0)          # auto -> pseudo-inverse
-    torch.testing.assert_close(attention_matrix(W_Q, W_K, X, 2.0), P)
+    torch.testing.assert_close(_col_attention(W_Q, W_K, X, 2.0), P)
     with pytest.raises(ValueError, match="orthogonal"):
         realize_attention(P, X, 2.0, method="orthogonal")
 

@@ -18,24 +18,26 @@ import torch
 import uhop
 
 CASES = [
-    # M, d, d_phi, init, loss, pairs, schedule, lr, epochs
-    (8, 5, None, "identity", "avg", "distinct", "constant", 0.1, 40),
-    (20, 30, None, "identity", "avg", "distinct", "constant", 1.0, 30),
-    (15, 10, 25, "normal", "avg", "all", "official", 1.0, 20),
-    (12, 40, None, "official", "max", "distinct", "constant", 10.0, 25),
-    (30, 64, 96, "normal", "avg", "distinct", "inv_sqrt", 0.3, 50),
-    (50, 20, None, "identity", "max", "distinct", "constant", 0.2, 15),
+    # M, d, d_phi, init, loss, pairs, schedule, lr, epochs, tolerance on the relative W difference: about 10x
+    # what was measured in float64 (1.4e-7, 1.6e-9, 3e-16, 5e-14, 4e-16, 2e-15), the first two being the cases
+    # where 40 / 30 identity-start steps amplify rounding
+    (8, 5, None, "identity", "avg", "distinct", "constant", 0.1, 40, 2e-6),
+    (20, 30, None, "identity", "avg", "distinct", "constant", 1.0, 30, 2e-8),
+    (15, 10, 25, "normal", "avg", "all", "official", 1.0, 20, 1e-13),
+    (12, 40, None, "official", "max", "distinct", "constant", 10.0, 25, 1e-12),
+    (30, 64, 96, "normal", "avg", "distinct", "inv_sqrt", 0.3, 50, 1e-13),
+    (50, 20, None, "identity", "max", "distinct", "constant", 0.2, 15, 1e-13),
 ]
 
 
-@pytest.mark.parametrize("M,d,d_phi,init,loss,pairs,schedule,lr,epochs", CASES)
-def test_gram_engine_matches_autograd_on_random_memories(M, d, d_phi, init, loss, pairs, schedule, lr, epochs):
+@pytest.mark.parametrize("M,d,d_phi,init,loss,pairs,schedule,lr,epochs,tol", CASES)
+def test_gram_engine_matches_autograd_on_random_memories(M, d, d_phi, init, loss, pairs, schedule, lr, epochs, tol):
     memories = torch.rand(M, d, dtype=torch.float64, generator=torch.Generator().manual_seed(M * d))
     kw = dict(epochs=epochs, lr=lr, loss=loss, pairs=pairs, lr_schedule=schedule, init=init, d_phi=d_phi, seed=3)
     k_gram, h_gram = uhop.fit_kernel(memories, engine="gram", **kw)
     k_auto, h_auto = uhop.fit_kernel(memories, engine="autograd", **kw)
     rel = (k_gram.weight - k_auto.weight).norm() / k_auto.weight.norm()
-    assert rel < 1e-5, float(rel)
+    assert rel < tol, float(rel)
     for key in ("loss", "min_distance", "w_norm", "lr"):
         torch.testing.assert_close(torch.tensor(getattr(h_gram, key)), torch.tensor(getattr(h_auto, key)),
                                    rtol=1e-6, atol=1e-9, msg=key)

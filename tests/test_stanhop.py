@@ -113,3 +113,62 @@ def test_uhop_starts_as_plain_model_and_inner_steps_touch_only_kernels():
         if id(p) not in kernel_ids:
             assert torch.equal(p, others[n]), f"inner step changed {n}"
     assert any(not torch.equal(a, b) for a, b in zip(kernels, kernel_before))
+
+
+# -- values, not only shapes: each piece against a computation written out here ------------------------------------
+
+def test_segment_embedding_values_by_hand():
+    from uhop.models.stanhop import SegmentEmbedding
+
+    torch.manual_seed(0)
+    emb = SegmentEmbedding(seg_len=2, d_model=3).double()
+    x = torch.arange(1.0, 9.0, dtype=torch.float64).view(1, 4, 2)   # (B=1, L=4, C=2): rows t, channels c
+    out = emb(x)                                                      # (1, C=2, L/2=2, 3)
+    W, b = emb.linear.weight, emb.linear.bias
+    for c in range(2):
+        for s in range(2):
+            segment = torch.stack([x[0, 2 * s, c], x[0, 2 * s + 1, c]])  # channel c, time steps 2s, 2s+1
+            torch.testing.assert_close(out[0, c, s], W @ segment + b)
+
+
+def test_coarse_grain_merges_neighbours_and_pads_a_ragged_end():
+    from uhop.models.stanhop import CoarseGrain
+
+    torch.manual_seed(1)
+    cg = CoarseGrain(d_model=2, win_size=2).double()
+    x = torch.randn(1, 1, 3, 2, dtype=torch.float64)                # 3 segments: the last is repeated
+    out = cg(x)
+    assert out.shape == (1, 1, 2, 2)
+    for s, (a, b) in enumerate(((0, 1), (2, 2))):
+        merged = torch.cat([x[0, 0, a], x[0, 0, b]])
+        torch.testing.assert_close(out[0, 0, s], cg.linear(cg.norm(merged)))
+
+
+def test_prediction_is_the_sum_of_the_decoder_layers_cut_to_the_horizon():
+    torch.manual_seed(2)
+    net = STanHopNet(3, 20, 10, d_model=8, n_heads=2, d_ff=16, factor=2, seg_len=4, dropout=0.0).double().eval()
+    parts = []
+    hooks = [layer.predict.register_forward_hook(lambda m, i, o: parts.append(o)) for layer in net.decoder]
+    x = torch.randn(2, 20, 3, dtype=torch.float64)
+    out = net(x)
+    for h in hooks:
+        h.remove()
+    # each decoder layer predicts (B*C*out_segments, seg_len); the network sums them and cuts 12 -> 10 steps
+    B, C, segs = 2, 3, net.out_segments
+    total = sum(p.reshape(B, C, segs * 4) for p in parts)
+    torch.testing.assert_close(out, total.transpose(1, 2)[:, :10, :])
+    assert len(parts) == net.n_blocks + 1
+
+
+def test_look_back_is_padded_with_its_first_row():
+    torch.manual_seed(3)
+    net = STanHopNet(2, 10, 4, d_model=4, n_heads=1, d_ff=8, factor=2, seg_len=4, dropout=0.0).double().eval()
+    seen = []
+    hook = net.embedding.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    x = torch.randn(1, 10, 2, dtype=torch.float64)
+    net(x)
+    hook.remove()
+    padded = seen[0]
+    assert padded.shape == (1, 12, 2) and net.pad == 2
+    torch.testing.assert_close(padded[:, :2], x[:, :1].expand(-1, 2, -1))
+    torch.testing.assert_close(padded[:, 2:], x)
