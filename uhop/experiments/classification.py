@@ -595,34 +595,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     (what the notebook would run), appending to its output folder, skipping finished runs -- for running a
     tier run by run in the background.  The summaries are rewritten after every run."""
     import argparse
-    import os
     import sys
 
-    from ..reproduce import load_runs as load_full_size
+    from .notebook import add_train_parser, full_size_entry, notebook_path
 
     parser = argparse.ArgumentParser(prog="python -m uhop.experiments.classification", description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train some runs of one notebooks/full_size.yml classification entry")
-    t.add_argument("--run", required=True, help="entry name in notebooks/full_size.yml")
-    t.add_argument("--variants", default="", help="comma-separated subset (default: the entry's)")
-    t.add_argument("--seeds", default="", help="comma-separated run seeds (default: the entry's 0 .. runs-1)")
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--device", default="cpu")
+    add_train_parser(parser.add_subparsers(dest="command", required=True), "classification")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    entries = {r["name"]: r for r in load_full_size() if r["notebook"] == "classification"}
-    if args.run not in entries:
-        parser.error(f"unknown run {args.run!r}; classification runs in notebooks/full_size.yml: {sorted(entries)}")
-    params = dict(entries[args.run].get("parameters") or {})
+    params = dict(full_size_entry(args.run, "classification").get("parameters") or {})
     cfg = config_from_parameters({**params, "device": args.device})
     if args.variants:
         cfg = replace(cfg, variants=tuple(check_choice(v.strip(), "variant", VARIANTS)
                                           for v in args.variants.split(",") if v.strip()))
     if args.seeds:
         cfg = replace(cfg, run_seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()))
-    repo = Path(__file__).resolve().parents[2]
-    out = params.get("output_dir") or f"_build/classification/{args.run}"
-    out = out if os.path.isabs(out) else (repo / "notebooks" / out).resolve()
+    out = notebook_path(params.get("output_dir") or f"../_build/classification/{args.run}")
     run(cfg, out, command=" ".join(["python -m uhop.experiments.classification", *(argv or sys.argv[1:])]))
     return 0
 

@@ -744,21 +744,16 @@ def retest(runs: Sequence[dict], checkpoint_dir: str | os.PathLike, *, device: s
 
 def _train_command(args) -> int:
     """``train``: some (variant, seed) runs of one ``notebooks/full_size.yml`` entry, one at a time."""
-    from ..reproduce import load_runs as load_full_size
+    from .notebook import full_size_entry, notebook_path
 
-    entries = {r["name"]: r for r in load_full_size()}
-    if args.run not in entries:
-        known = [n for n, r in entries.items() if r["notebook"] == "forecasting"]
-        raise SystemExit(f"unknown run {args.run!r}; forecasting runs in notebooks/full_size.yml: {known}")
-    params = dict(entries[args.run].get("parameters") or {})
+    params = dict(full_size_entry(args.run, "forecasting").get("parameters") or {})
     base, variants, seeds = config_from_parameters(params)
     if args.variants:
         variants = [check_choice(v.strip(), "variant", VARIANTS) for v in args.variants.split(",") if v.strip()]
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    repo = Path(__file__).resolve().parents[2]
-    resolve = lambda p: (repo / "notebooks" / p).resolve() if p and not os.path.isabs(p) else p  # noqa: E731
-    out_dir, ckpt = resolve(params.get("out_dir")), resolve(params.get("checkpoint_dir") or "")
+    out_dir = notebook_path(params["out_dir"]) if params.get("out_dir") else None
+    ckpt = notebook_path(params["checkpoint_dir"]) if params.get("checkpoint_dir") else None
     splits = _load_splits(base)
     for seed in seeds:
         for variant in variants:
@@ -783,12 +778,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m uhop.experiments.forecasting")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train some runs of one notebooks/full_size.yml forecasting entry")
-    t.add_argument("--run", required=True, help="entry name in notebooks/full_size.yml")
-    t.add_argument("--variants", default="", help="comma-separated subset (default: the entry's)")
-    t.add_argument("--seeds", default="", help="comma-separated seeds (default: the entry's)")
-    t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--device", default="cpu")
+    from .notebook import add_train_parser
+
+    t = add_train_parser(sub, "forecasting")
     t.add_argument("--force", action="store_true", help="re-run finished runs")
     t.add_argument("--progress", action="store_true", help="tqdm bars")
     p = sub.add_parser("retest", help="re-test finished runs from their best.pt on the full test split")

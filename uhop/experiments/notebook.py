@@ -17,7 +17,7 @@ import os
 import types
 from pathlib import Path
 
-__all__ = ["check_parameters", "notebook_path", "NOTEBOOKS"]
+__all__ = ["check_parameters", "notebook_path", "NOTEBOOKS", "add_train_parser", "full_size_entry"]
 
 #: The ``notebooks/`` folder of the checkout this package was installed from (editable install).
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -48,3 +48,25 @@ def notebook_path(path: str | os.PathLike) -> Path:
         return p
     base = NOTEBOOKS if NOTEBOOKS.is_dir() else Path.cwd()
     return (base / p).resolve()
+
+
+def add_train_parser(subparsers, notebook: str):
+    """The ``train`` sub-command shared by the experiment modules' command lines: ``--run NAME`` (an entry of
+    ``notebooks/full_size.yml`` for ``notebook``), ``--variants``, ``--seeds``, ``--threads``, ``--device``."""
+    t = subparsers.add_parser("train", help=f"train some runs of one notebooks/full_size.yml {notebook} entry")
+    t.add_argument("--run", required=True, help="entry name in notebooks/full_size.yml")
+    t.add_argument("--variants", default="", help="comma-separated subset (default: the entry's)")
+    t.add_argument("--seeds", default="", help="comma-separated seeds (default: the entry's)")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--device", default="cpu")
+    return t
+
+
+def full_size_entry(name: str, notebook: str) -> dict:
+    """The ``notebooks/full_size.yml`` entry ``name`` of ``notebook``; ``SystemExit`` listing the known ones."""
+    from ..reproduce import load_runs
+
+    entries = {r["name"]: r for r in load_runs() if r["notebook"] == notebook}
+    if name not in entries:
+        raise SystemExit(f"unknown run {name!r}; {notebook} runs in notebooks/full_size.yml: {sorted(entries)}")
+    return entries[name]
