@@ -213,3 +213,32 @@ def test_gpu_slice_declares_table5_scale_and_runs_at_smoke_size(tmp_path):
                                         "test_size": 128, "device": "cpu", "batch_size": 64})
     curves = cls.run(smoke, tmp_path, log=lambda *_: None)
     assert set(curves.variant) == {"mhm", "mhm_uhop"} and (tmp_path / "manifest.json").exists()
+
+
+def test_committed_converged_runs_match_their_entry():
+    # Every committed run of the converged tier was made with the settings its full_size.yml entry declares
+    # (the manifest's parameters, apart from which variants and seeds that call ran), ran all its epochs on the
+    # whole training and test splits, and plain MHM clears the tier's 60% gate.
+    from pathlib import Path
+
+    from uhop.reproduce import load_runs
+
+    out = Path(__file__).resolve().parents[1] / "results" / "classification" / "converged"
+    if not (out / "curves.csv").exists():
+        pytest.skip("no converged classification run is committed yet")
+    entry = next(r for r in load_runs() if r["name"] == "classification_converged_cifar10")
+    cfg = cls.config_from_parameters(entry["parameters"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = json.loads(json.dumps(cfg.as_dict()))
+    for key, value in manifest["parameters"].items():
+        if key not in cls._RESUME_FREE:
+            assert value == expected[key], f"{key}: {value!r} committed, {expected[key]!r} declared"
+    assert manifest["data"]["train_images"] == 50_000 and manifest["data"]["test_images"] == 10_000
+    curves = pd.read_csv(out / "curves.csv")
+    for (variant, seed), c in curves.groupby(["variant", "run_seed"]):
+        assert sorted(c.epoch) == list(range(1, cfg.epochs + 1)), (variant, seed)
+        assert (c.train_size == 50_000).all()
+    mhm = curves[curves.variant == "mhm"]
+    if len(mhm):
+        final = mhm[mhm.epoch == cfg.epochs].test_acc
+        assert final.mean() >= 0.60, f"plain MHM final test accuracy {final.mean():.3f} < 0.60"
