@@ -168,6 +168,29 @@ def test_refuses_a_different_configuration(tmp_path):
     assert out.read_text() == before
 
 
+def test_one_writer_per_csv_and_no_mixed_data_variants(tmp_path):
+    import json
+
+    from uhop.provenance import writer_lock
+
+    out = tmp_path / "w.csv"
+    cfg = GridConfig(**dict(SMALL, methods=["mhm"], sizes=[6], seeds=[0]))
+    with writer_lock(out):  # as if another run_grid were writing this CSV
+        with pytest.raises(RuntimeError, match="w.csv.*being written by pid"):
+            run_grid(cfg, out, progress=False)
+    assert not out.exists()
+    run_grid(cfg, out, progress=False)  # the lock is gone with its holder
+    before = out.read_text()
+    # a resume that resolves another copy of the data set refuses to mix rows
+    man_path = tmp_path / "w.csv.manifest.json"
+    manifest = json.loads(man_path.read_text())
+    manifest["data"]["variant"] = "some_other_copy"
+    man_path.write_text(json.dumps(manifest))
+    with pytest.raises(ConfigMismatchError, match="'some_other_copy' copy of .*would mix"):
+        run_grid(cfg, out, progress=False)
+    assert out.read_text() == before
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,match", [

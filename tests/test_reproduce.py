@@ -70,7 +70,7 @@ def test_sequential_local_pool_and_dask_give_identical_results(tmp_path):
 
 def test_a_run_cannot_be_executed_twice_at_once(tmp_path):
     with reproduce._run_lock("locked_run", tmp_path):
-        with pytest.raises(RuntimeError, match="already being executed by pid"):
+        with pytest.raises(RuntimeError, match="run .locked_run.. is being written by pid"):
             with reproduce._run_lock("locked_run", tmp_path):
                 pass
     with reproduce._run_lock("locked_run", tmp_path):  # released: free again

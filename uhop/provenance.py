@@ -7,6 +7,7 @@ commit, date and machine that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_text"]
+__all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_text", "writer_lock"]
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -105,3 +106,33 @@ def write_manifest(
         manifest.update(extra)
     atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return manifest
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike, what: str = "results file"):
+    """Hold an exclusive lock on ``<path>.lock`` for the block: one writer per results file.
+
+    A second holder (another process, or the same one) gets ``RuntimeError`` at once, naming the holder,
+    instead of interleaving its writes with the first one's.  The lock dies with its process, so a crashed
+    writer never leaves a stale lock behind.
+    """
+    import fcntl
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise RuntimeError(f"{path} ({what}) is being written by {holder} (lock {lock}); wait for it or stop it "
+                               "-- two writers on one results file are refused") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

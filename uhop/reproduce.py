@@ -26,7 +26,6 @@ This module needs the ``book`` extra (jupytext, papermill, PyYAML) and a checkou
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shlex
@@ -132,29 +131,11 @@ def _table(runs: list[dict]) -> str:
 # -- executing one run ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def _run_lock(name: str, repo: Path):
-    """Exclusive lock for one run; a second holder gets a clear error instead of mixing outputs."""
-    import fcntl
+    """Exclusive lock for one run (:func:`uhop.provenance.writer_lock`): a second holder gets a clear error."""
+    from .provenance import writer_lock
 
-    path = repo / "_build" / "reproduce" / "locks" / f"{name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise RuntimeError(f"run {name!r} is already being executed by {holder} (lock {path}); wait for it "
-                               "or stop it -- two writers on one run's outputs are refused") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        fh.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return writer_lock(repo / "_build" / "reproduce" / "locks" / name, what=f"run {name!r}")
 
 
 def _execute(run: dict, repo: Path) -> float:

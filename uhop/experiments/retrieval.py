@@ -82,7 +82,7 @@ from ..baselines import PolynomialSeparation
 from ..corruptions import gaussian_noise, random_mask
 from ..loss import min_pairwise_distance, separation_loss
 from ..metrics import sse as _sse
-from ..provenance import atomic_write_text, write_manifest
+from ..provenance import atomic_write_text, write_manifest, writer_lock
 from ..separation import softmax as _softmax
 from ..separation import sparsemax as _sparsemax
 from ..stage1 import PRESETS, fit_kernel
@@ -845,6 +845,15 @@ def run_grid(config: GridConfig | dict, output, *, device: str = "cpu", threads:
     """
     cfg = config if isinstance(config, GridConfig) else GridConfig.from_dict(dict(config))
     path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per CSV for the whole run: a second run_grid on the same output (same or other settings) is
+    # refused instead of mixing its rows into this one's
+    with writer_lock(path, what="retrieval grid CSV"):
+        return _run_grid(cfg, path, device=device, threads=threads, resume=resume, progress=progress,
+                         command=command, max_groups=max_groups, callback=callback)
+
+
+def _run_grid(cfg, path, *, device, threads, resume, progress, command, max_groups, callback):
     conf_path, manifest_path = _sidecars(path)
     _check_config(path, cfg)
     if path.exists() and not resume:
@@ -865,6 +874,11 @@ def run_grid(config: GridConfig | dict, output, *, device: str = "cpu", threads:
     atomic_write_text(conf_path, json.dumps({"fingerprint": cfg.fingerprint(), "config": cfg.to_dict()},
                                             indent=2, sort_keys=True) + "\n")
     pool = _Pool(cfg.dataset, cfg.variant, cfg.split)
+    data_before = (previous.get("data") or {}).get("variant") if rows else None
+    if data_before is not None and data_before != pool.variant:
+        raise ConfigMismatchError(f"{path} holds rows computed on the {data_before!r} copy of {cfg.dataset}, but this "
+                                  f"run resolves the {pool.variant!r} copy: rows from two data variants would mix; "
+                                  "pin variant= in the config or use another output path")
     for M in cfg.sizes:
         pool._check_size(M, held_out=PROTOCOLS[cfg.protocol].tune_beta)
 
