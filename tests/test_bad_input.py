@@ -38,6 +38,15 @@ CASES = [
     ("queries-dtype", lambda: uhop.retrieve(Q.float(), XI), TypeError, "queries has dtype torch.float32 but memories"),
     ("x-energy-dim", lambda: uhop.energy(torch.rand(2, dtype=DT), XI), ValueError, "x must have last dimension"),
     ("beta-zero", lambda: uhop.retrieve(Q, XI, beta=0.0), ValueError, "beta must be > 0"),
+    # separation maps on scores they cannot take: an error naming z, never NaN or an index error inside entmax
+    ("softmax-plus-inf", lambda: uhop.softmax(torch.tensor([[1.0, float("inf")]])), ValueError, "z has a slice.*\\+inf"),
+    ("sparsemax-plus-inf", lambda: uhop.sparsemax(torch.tensor([[1.0, float("inf")]])), ValueError, "NaN or \\+inf"),
+    ("entmax-nan", lambda: uhop.entmax(torch.tensor([[float("nan"), 1.0]]), 1.3), ValueError, "z has a slice"),
+    ("entmax15-all-masked", lambda: uhop.entmax(torch.full((2, 3), float("-inf")), 1.5), ValueError,
+     "no finite score"),
+    ("softmax-numpy", lambda: uhop.softmax(Q.numpy()), TypeError, "z must be a torch.Tensor, got ndarray"),
+    ("sparsemax-int", lambda: uhop.sparsemax(torch.ones(2, 3, dtype=torch.long)), TypeError,
+     "z must have a floating-point dtype"),
     # overflowing scores: an error naming beta and the fix, never NaN weights or an index error from entmax
     ("scores-overflow", lambda: uhop.retrieve(Q.float() * 1e20, XI.float() * 1e20), FloatingPointError,
      "scores times beta=1 are not finite"),

@@ -170,3 +170,12 @@ def test_tsallis_entropy_alpha1_is_shannon_and_handles_zeros():
     p = torch.tensor([0.5, 0.5, 0.0], dtype=DT)
     assert torch.allclose(uhop.tsallis_entropy(p, 1.0), torch.tensor(math.log(2), dtype=DT))
     assert torch.allclose(uhop.tsallis_entropy(p, 2.0), torch.tensor(0.25, dtype=DT))
+
+
+def test_masked_minus_inf_entries_are_allowed_and_get_zero_weight():
+    z = torch.tensor([[0.3, float("-inf"), 1.0, -2.0]], dtype=DT)
+    for p in (uhop.softmax(z), uhop.sparsemax(z), uhop.entmax(z, 1.5), uhop.entmax(z, 1.3)):
+        assert p[0, 1] == 0 and torch.isfinite(p).all()
+        torch.testing.assert_close(p.sum(-1), torch.ones(1, dtype=DT))
+    # the same weights as with the entry left out
+    torch.testing.assert_close(uhop.entmax(z, 1.3)[:, [0, 2, 3]], uhop.entmax(z[:, [0, 2, 3]], 1.3))

@@ -45,17 +45,36 @@ __all__ = [
 SEPARATION_NAMES = {"softmax": 1.0, "entmax15": 1.5, "sparsemax": 2.0}
 
 
+def check_scores(z, name: str = "z", dim: int = -1) -> torch.Tensor:
+    """Scores a separation map can take: a floating-point tensor whose every slice along ``dim`` has a finite
+    maximum.  ``-inf`` entries (masked out) are allowed; NaN, ``+inf`` or a slice with no finite entry raise
+    ``ValueError`` (they would come back as NaN weights, or as an index error from the sort-based solvers)."""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if not torch.is_floating_point(z):
+        raise TypeError(f"{name} must have a floating-point dtype (e.g. torch.float32), got {z.dtype}")
+    if z.numel() and not bool(torch.isfinite(z.amax(dim=dim)).all()):
+        raise ValueError(f"{name} has a slice along dim={dim} with NaN or +inf scores, or no finite score at all "
+                         "(-inf entries, masked out, are allowed): scale the inputs or check the mask")
+    return z
+
+
 def softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Softmax, the alpha = 1 separation (Eq (1.2))."""
-    return torch.softmax(z, dim=dim)
+    """Softmax, the alpha = 1 separation (Eq (1.2)); ``z`` is checked (:func:`check_scores`)."""
+    return torch.softmax(check_scores(z, dim=dim), dim=dim)
 
 
 def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Sparsemax, the alpha = 2 separation (Eq (D.3)); has exact zeros."""
-    return _sparsemax(z, dim=dim)
+    """Sparsemax, the alpha = 2 separation (Eq (D.3)); has exact zeros; ``z`` is checked."""
+    return _sparsemax(check_scores(z, dim=dim), dim=dim)
 
 
 def entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
+    """:func:`_entmax` after :func:`check_scores` (the public entry point)."""
+    return _entmax(check_scores(z, dim=dim), alpha, dim)
+
+
+def _entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
     r"""alpha-EntMax (Definition D.1) for alpha in [1, 2].
 
     Dispatch: alpha = 1 -> ``torch.softmax`` (``entmax_bisect`` returns a

@@ -31,7 +31,8 @@ from torch import nn
 from ..entmax_solver import EntmaxNewtonFunction, MAX_NEWTON_STEPS
 
 from .._checks import _check_real, check_choice, check_int
-from ..separation import SEPARATION_NAMES, Separation, entmax
+from ..separation import SEPARATION_NAMES, Separation
+from ..separation import _entmax as entmax  # unchecked: a layer's scores come from its own finite products
 from ..separation import separation as _make_fixed
 
 __all__ = ["SeparationModule", "LEARNABLE", "make_separation"]
