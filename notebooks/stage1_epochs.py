@@ -36,6 +36,7 @@ lr: float = 0.0  # Stage-I learning rate, 0: the protocol default (paper 1)
 seed: int = 0  # first seed, run r uses seed + r
 device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
 threads: int = 1  # torch CPU threads (1 avoids oversubscription on a shared 2-core machine)
+jobs: int = 1  # groups (M, seed) computed at a time, one process and one thread each (same results)
 output: str = "../_build/results-smoke/retrieval/epochs/mnist_paper.csv"  # results CSV (full size: ../results/...)
 resume: bool = False  # True: keep the cells already in `output`, False: start afresh (only under _build/)
 command: str = ""  # command recorded in the manifest (full_size.yml fills it)
@@ -61,7 +62,7 @@ config = GridConfig(
     losses=losses, lr=lr or None,
 )
 path = report.prepare_output(output, resume)
-results = run_grid(config, path, device=device, threads=threads,
+results = run_grid(config, path, device=device, threads=threads, jobs=jobs,
                    command=command or f"papermill notebooks/stage1_epochs.py (output={output})")
 print(f"{len(results)} rows -> {path}; {results['variant'].iloc[0]!r} copy of {dataset}")
 

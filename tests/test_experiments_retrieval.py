@@ -343,3 +343,15 @@ def test_random_stage1_draws_and_correlation_helpers():
     assert report.spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
     assert report.spearman([1, 2, 2, 3], [3, 2, 2, 1]) == pytest.approx(-1.0)
     assert report.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+
+
+def test_groups_in_parallel_write_the_csv_of_a_sequential_run(tmp_path):
+    import pandas as pd
+
+    cfg = GridConfig(**dict(SMALL, methods=["mhm", "uhop_mhm", "manhattan"], sizes=[6, 8], seeds=[0, 1]))
+    seq = run_grid(cfg, tmp_path / "seq.csv", progress=False)
+    par = run_grid(cfg, tmp_path / "par.csv", progress=False, jobs=2)
+    timing = [c for c in seq.columns if c.endswith("_s")]
+    pd.testing.assert_frame_equal(seq.drop(columns=timing), par.drop(columns=timing))
+    with pytest.raises(ValueError, match="jobs"):
+        run_grid(cfg, tmp_path / "bad.csv", progress=False, jobs=0)

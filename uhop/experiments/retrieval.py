@@ -78,6 +78,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_int
 from ..baselines import PolynomialSeparation
 from ..corruptions import gaussian_noise, random_mask
 from ..loss import min_pairwise_distance, separation_loss
@@ -448,6 +449,7 @@ class _Pool:
 
     def __init__(self, dataset: str, variant: str = "auto", split: str = "train"):
         self.dataset = dataset
+        self.key = (dataset, variant, split)  # what it was asked for (a worker reuses a pool with the same key)
         if dataset == "synthetic":
             g = torch.Generator().manual_seed(20240721)
             on = torch.rand((SYNTHETIC_POOL,) + SYNTHETIC_SHAPE, generator=g) < 0.35
@@ -821,7 +823,7 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
 
 def run_grid(config: GridConfig | dict, output, *, device: str = "cpu", threads: int | None = None,
              resume: bool = True, progress: bool = True, command: str | None = None,
-             max_groups: int | None = None, callback: Callable[[int, int], None] | None = None):
+             max_groups: int | None = None, callback: Callable[[int, int], None] | None = None, jobs: int = 1):
     """Run every cell of ``config``, one CSV row per cell, and return the results as a DataFrame.
 
     Args:
@@ -839,6 +841,9 @@ def run_grid(config: GridConfig | dict, output, *, device: str = "cpu", threads:
         command: the command recorded in the manifest (default: ``sys.argv``).
         max_groups: compute at most this many groups, then return (the rest on a later call).
         callback: called as ``callback(groups_done, groups_total)`` after each group is saved.
+        jobs: groups (M, seed) computed at a time, each in its own process with one torch thread; this
+            process stays the only writer of the CSV.  Every group seeds itself, and the rows are written in
+            the sequential order, so the CSV equals a ``jobs=1`` run's (tested).
 
     The CSV is rewritten atomically (temporary file + rename) after each group, so an interrupted
     run loses at most the group in progress; running again resumes.
@@ -850,10 +855,24 @@ def run_grid(config: GridConfig | dict, output, *, device: str = "cpu", threads:
     # refused instead of mixing its rows into this one's
     with writer_lock(path, what="retrieval grid CSV"):
         return _run_grid(cfg, path, device=device, threads=threads, resume=resume, progress=progress,
-                         command=command, max_groups=max_groups, callback=callback)
+                         command=command, max_groups=max_groups, callback=callback,
+                         jobs=check_int(jobs, "jobs", minimum=1))
 
 
-def _run_grid(cfg, path, *, device, threads, resume, progress, command, max_groups, callback):
+def _group_in_worker(cfg_dict: dict, M: int, seed: int, todo: set, device: str) -> list[dict]:
+    """One group in a worker process (one torch thread; the data pool is loaded once per worker)."""
+    global _WORKER_POOL
+    torch.set_num_threads(1)
+    cfg = GridConfig.from_dict(cfg_dict)
+    if _WORKER_POOL is None or _WORKER_POOL.key != (cfg.dataset, cfg.variant, cfg.split):
+        _WORKER_POOL = _Pool(cfg.dataset, cfg.variant, cfg.split)
+    return evaluate_group(cfg, M, seed, todo=todo, device=device, pool=_WORKER_POOL)
+
+
+_WORKER_POOL = None
+
+
+def _run_grid(cfg, path, *, device, threads, resume, progress, command, max_groups, callback, jobs=1):
     conf_path, manifest_path = _sidecars(path)
     _check_config(path, cfg)
     if path.exists() and not resume:
@@ -908,23 +927,37 @@ def _run_grid(cfg, path, *, device, threads, resume, progress, command, max_grou
             ),
         )
 
+    order = {g: i for i, g in enumerate(groups)}
+
+    def finish(g, new):
+        nonlocal new_rows
+        rows.extend({c: r.get(c) for c in COLUMNS} for r in new)
+        # rows in the order of a sequential run, whatever order the groups finished in: a stable sort by group
+        # (key = (method, M, N, noise, seed, loss); group = (M, seed)) keeps each group's own row order
+        rows.sort(key=lambda r: order.get((int(r["M"]), int(r["seed"])), -1))
+        new_rows += len(new)
+        atomic_write_text(path, _to_csv(rows))
+        pending.remove(g)
+        if bar is not None:
+            bar.update(1)
+        save_manifest()
+        if callback is not None:
+            callback(len(groups) - len(pending), len(groups))
+
+    chosen = pending[:max_groups] if max_groups is not None else list(pending)
     try:
-        computed = 0
-        while pending:
-            if max_groups is not None and computed >= max_groups:
-                break
-            g = pending[0]
-            new = evaluate_group(cfg, g[0], g[1], todo=todo_of[g], device=device, pool=pool)
-            rows.extend({c: r.get(c) for c in COLUMNS} for r in new)
-            new_rows += len(new)
-            atomic_write_text(path, _to_csv(rows))
-            pending.pop(0)
-            computed += 1
-            if bar is not None:
-                bar.update(1)
-            save_manifest()
-            if callback is not None:
-                callback(len(groups) - len(pending), len(groups))
+        if jobs == 1 or len(chosen) < 2:
+            for g in chosen:
+                finish(g, evaluate_group(cfg, g[0], g[1], todo=todo_of[g], device=device, pool=pool))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+                futures = {ex.submit(_group_in_worker, cfg.to_dict(), g[0], g[1], todo_of[g], device): g
+                           for g in chosen}
+                for fut in as_completed(futures):
+                    finish(futures[fut], fut.result())
     finally:
         if bar is not None:
             bar.close()
