@@ -61,7 +61,7 @@ out_dir: str = "../_build/forecasting/smoke"  # where run results (JSON + manife
 checkpoint_dir: str = "../_build/forecasting/checkpoints"  # last.pt and best.pt per run for resuming, empty string for none
 device: str = "cpu"  # torch device, e.g. "cpu" or "cuda"
 
-# %%
+# %% tags=["remove-stderr"]
 # papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
 from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
 

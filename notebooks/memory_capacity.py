@@ -49,7 +49,7 @@ output: str = "../_build/results-smoke/retrieval/capacity/mnist_paper.csv"  # re
 resume: bool = False  # True: keep the cells already in `output`, False: start afresh (only under _build/)
 command: str = ""  # command recorded in the manifest (full_size.yml fills it)
 
-# %%
+# %% tags=["remove-stderr"]
 # papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
 from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
 

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Stage-I epochs: retrieval error and separation loss against $N$, average against max loss
+# # Stage-I epochs: retrieval error and separation loss against N, average against max loss
 #
 # Figure 5 (error against the number $N$ of Stage-I epochs), and Figure 8 / Appendix G.2 (the
 # average separation loss of Definition 2.2 against the worst-pair "max" loss that the official
@@ -41,7 +41,7 @@ output: str = "../_build/results-smoke/retrieval/epochs/mnist_paper.csv"  # resu
 resume: bool = False  # True: keep the cells already in `output`, False: start afresh (only under _build/)
 command: str = ""  # command recorded in the manifest (full_size.yml fills it)
 
-# %%
+# %% tags=["remove-stderr"]
 # papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
 from uhop.experiments.notebook import check_parameters, notebook_path  # noqa: E402
 

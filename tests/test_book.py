@@ -129,3 +129,22 @@ def test_no_page_links_to_a_missing_file():
             if not target.exists():
                 broken.append(f"{page.relative_to(HTML)} -> {link}")
     assert not broken, "links to missing files:\n" + "\n".join(sorted(set(broken))[:50])
+
+
+def test_no_progress_bar_blocks_and_no_raw_tex_in_titles():
+    # tqdm bars written to stderr render as rows of black blocks in a page; titles and the sidebar are plain
+    # text (a browser tab cannot typeset math)
+    if not HTML.exists():
+        _missing("no built site")
+    pages = [p for p in HTML.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts]
+    blocks, tex = [], []
+    for page in pages:
+        html = page.read_text(errors="replace")
+        body = re.sub(r"<script\b.*?</script>", "", html, flags=re.S | re.I)
+        if "\u2588\u2588" in body:
+            blocks.append(str(page.relative_to(HTML)))
+        title = re.search(r"<title>(.*?)</title>", html, flags=re.S)
+        if title and re.search(r"\\\(|\\\[|\$", title.group(1)):
+            tex.append(f"{page.relative_to(HTML)}: {title.group(1).strip()}")
+    assert not blocks, f"progress-bar blocks rendered in: {blocks}"
+    assert not tex, "raw TeX in page titles:\n" + "\n".join(tex)
