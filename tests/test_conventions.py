@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import jupytext
 import papermill as pm
@@ -162,3 +164,19 @@ def test_every_module_with_a_main_answers_help():
     for module in modules:
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage:" in out.stdout, (module, out.stderr[-500:])
+
+
+def test_publish_workflow_validates_against_the_github_workflow_schema():
+    # the GitHub Actions workflow that builds and publishes the book, checked with check-jsonschema's bundled
+    # (offline) schema for workflow files
+    import shutil
+    import subprocess
+
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+    assert workflows, "no workflow under .github/workflows"
+    exe = shutil.which("check-jsonschema") or str(Path(sys.executable).with_name("check-jsonschema"))
+    out = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", *map(str, workflows)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = workflows[0].read_text()
+    assert "make book" in text and "deploy-pages" in text
