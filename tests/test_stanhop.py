@@ -172,3 +172,14 @@ def test_look_back_is_padded_with_its_first_row():
     assert padded.shape == (1, 12, 2) and net.pad == 2
     torch.testing.assert_close(padded[:, :2], x[:, :1].expand(-1, 2, -1))
     torch.testing.assert_close(padded[:, 2:], x)
+
+
+def test_input_dtype_and_empty_batch_are_clear_errors():
+    net = STanHopNet(3, 24, 12, d_model=8, n_heads=2, d_ff=16, factor=2)
+    with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's parameters are torch.float32"):
+        net(torch.randn(2, 24, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x has dtype torch.int64"):
+        net(torch.ones(2, 24, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least one window"):
+        net(torch.randn(0, 24, 3))
+    assert net.double()(torch.randn(2, 24, 3, dtype=torch.float64)).dtype == torch.float64

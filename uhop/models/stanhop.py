@@ -261,6 +261,11 @@ class STanHopNet(nn.Module):
         if x.ndim != 3 or x.shape[1] != self.input_len or x.shape[2] != self.n_vars:
             raise ValueError(f"x must have shape (B, input_len={self.input_len}, n_vars={self.n_vars}), "
                              f"got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one window (got a batch of 0)")
+        if x.dtype != self.enc_pos.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model's parameters are {self.enc_pos.dtype}: convert "
+                            f"the input (x.to({self.enc_pos.dtype})) or the model (model.to(x.dtype))")
         if self.pad:
             x = torch.cat([x[:, :1, :].expand(-1, self.pad, -1), x], dim=1)
         h = self.pre_norm(self.embedding(x) + self.enc_pos)
