@@ -180,3 +180,13 @@ def test_trainer_checkpoints_load_with_weights_only(tmp_path):
     trainer.fit((X, y), 1, batch_size=8)
     ckpt = load_checkpoint(tmp_path / "c.pt")
     assert ckpt["epoch"] == 0 and len(ckpt["history"]) == 1 and ckpt["rng"]["numpy"][0] == "MT19937"
+
+
+def test_fit_with_numpy_arrays_is_a_clear_error():
+    import numpy as np
+
+    trainer = BilevelTrainer(nn.Sequential(nn.Linear(4, 3)), progress=False)
+    with pytest.raises(TypeError, match="X must be a torch.Tensor, got ndarray"):
+        trainer.fit((np.zeros((8, 4), dtype=np.float32), torch.zeros(8, dtype=torch.long)), 1)
+    with pytest.raises(TypeError, match="pair"):
+        trainer.fit(torch.zeros(8, 4), 1)

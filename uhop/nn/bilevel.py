@@ -327,7 +327,13 @@ class BilevelTrainer:
         With a ``checkpoint_path`` that exists and ``resume=True``, training continues after its epoch.
         """
         epochs = check_int(epochs, "epochs", minimum=0)
+        if not (isinstance(train, (tuple, list)) and len(train) == 2):
+            raise TypeError("train must be a pair (X, y) of tensors")
         X, y = train
+        for name, t in (("X", X), ("y", y)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"train = (X, y): {name} must be a torch.Tensor, got {type(t).__name__} "
+                                "(convert with torch.as_tensor)")
         device = self.device
         move = transform if transform is not None else (lambda x: x.to(device))
         batches = TensorBatches(X, y, batch_size, seed=self.seed, transform=move)
