@@ -38,6 +38,9 @@ CASES = [
     ("queries-dtype", lambda: uhop.retrieve(Q.float(), XI), TypeError, "queries has dtype torch.float32 but memories"),
     ("x-energy-dim", lambda: uhop.energy(torch.rand(2, dtype=DT), XI), ValueError, "x must have last dimension"),
     ("beta-zero", lambda: uhop.retrieve(Q, XI, beta=0.0), ValueError, "beta must be > 0"),
+    ("memories-meta", lambda: uhop.retrieve(Q, XI.to("meta")), ValueError, "memories is a meta tensor"),
+    ("queries-meta", lambda: uhop.retrieve(Q.to("meta"), XI), ValueError, "queries is a meta tensor"),
+    ("stage1-meta", lambda: uhop.fit_kernel(XI.to("meta"), epochs=1), ValueError, "memories is a meta tensor"),
     # separation maps on scores they cannot take: an error naming z, never NaN or an index error inside entmax
     ("softmax-plus-inf", lambda: uhop.softmax(torch.tensor([[1.0, float("inf")]])), ValueError, "z has a slice.*\\+inf"),
     ("sparsemax-plus-inf", lambda: uhop.sparsemax(torch.tensor([[1.0, float("inf")]])), ValueError, "NaN or \\+inf"),

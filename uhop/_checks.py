@@ -37,6 +37,9 @@ def check_tensor(x, name: str) -> torch.Tensor:
     """Return ``x`` if it is a ``torch.Tensor``; else raise ``TypeError``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor (a shape without data): move it to a real device, e.g. "
+                         f"{name}.to_empty(device='cpu') and fill it, before computing with it")
     return x
 
 
