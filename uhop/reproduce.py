@@ -71,25 +71,22 @@ def estimate_seconds(text: str | None) -> float | None:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else None
 
 
-def _notebook_path(value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else (_repo() / "notebooks" / p).resolve()
-
-
 def run_status(run: dict) -> str:
     """``"done"``, ``"partial k/n"`` or ``"missing"``, from the run's outputs as they are on disk."""
+    from .experiments.notebook import notebook_path
+
     params = run.get("parameters") or {}
     try:
         if run["notebook"] == "forecasting" and params.get("out_dir"):
             from .experiments.forecasting import tier_status
 
-            done, pending = tier_status(run["name"], _notebook_path(params["out_dir"]), exact=True)
+            done, pending = tier_status(run["name"], notebook_path(params["out_dir"]), exact=True)
         elif run["notebook"] == "classification" and params.get("output_dir"):
             from .experiments.classification import tier_status
 
-            done, pending = tier_status(run["name"], _notebook_path(params["output_dir"]))
+            done, pending = tier_status(run["name"], notebook_path(params["output_dir"]))
         elif params.get("output"):
-            out = _notebook_path(params["output"])
+            out = notebook_path(params["output"])
             manifest = Path(f"{out}.manifest.json")
             return "done" if out.exists() and manifest.exists() else "partial" if out.exists() else "missing"
         else:
