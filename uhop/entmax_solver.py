@@ -35,7 +35,7 @@ import torch
 
 __all__ = ["entmax_newton", "EntmaxNewtonFunction", "newton_tolerance", "MAX_NEWTON_STEPS"]
 
-#: Safety cap on Newton steps (the iteration typically stops after 3-8; the cap is never reached in the tests).
+#: Safety cap on Newton steps (the iteration stopped after 1-4 in the measured cases; the tests check that 8 suffice).
 MAX_NEWTON_STEPS = 60
 # eps below this is treated as this: weights then equal softmax to far below any dtype's resolution, and
 # eps * y stays a normal float for scores of ordinary size.
