@@ -30,7 +30,7 @@ import torch
 
 import uhop
 from uhop.experiments import METHODS, GridConfig, make_queries, run_grid, stage1_settings
-from uhop.experiments.retrieval import DAM_DEGREE, _derive, _Pool
+from uhop.experiments.retrieval import DAM_DEGREE, ImagePool, derive_seed
 from uhop.provenance import atomic_write_text, write_manifest
 
 SIZES = [10, 20, 30, 50, 100, 200, 500]
@@ -46,7 +46,7 @@ def _official_loop_cell(pool, method, M, N, seed, protocol):
     kernel = None
     if spec.uhop:
         settings = stage1_settings(protocol, "mask")
-        kernel, _ = uhop.fit_kernel(mem, epochs=N, seed=_derive(seed, f"kernel-M{M}"), engine="autograd",
+        kernel, _ = uhop.fit_kernel(mem, epochs=N, seed=derive_seed(seed, f"kernel-M{M}"), engine="autograd",
                                     **settings)
         W = kernel.weight.detach()
     errs = []
@@ -74,7 +74,7 @@ def _official_loop_cell(pool, method, M, N, seed, protocol):
 
 
 def ratio(args):
-    pool = _Pool(args.dataset)
+    pool = ImagePool(args.dataset)
     methods = list(METHODS)
     cfg = GridConfig(experiment="bench", dataset=args.dataset, protocol=args.protocol, methods=methods,
                      sizes=[args.M], epochs=args.epochs, noise=[0.5], seeds=list(range(args.runs)))

@@ -23,7 +23,7 @@ from uhop.experiments import (
     stage1_settings,
 )
 from uhop.experiments import report
-from uhop.experiments.retrieval import _Pool
+from uhop.experiments.retrieval import ImagePool
 
 ALL = list(METHODS)
 SMALL = dict(experiment="t", dataset="synthetic", protocol="paper", methods=ALL, sizes=[6, 10],
@@ -103,7 +103,7 @@ def test_tiny_grid_on_mnist(tmp_path):
                      sizes=[8], epochs=[0, 5], seeds=[3])
     df = run_grid(cfg, tmp_path / "m.csv", progress=False)
     assert len(df) == 2 + 2 and set(df["variant"]) == {"torchvision"} and (df["d"] == 784).all()
-    pool = _Pool("mnist")
+    pool = ImagePool("mnist")
     assert torch.equal(pool.sample(8, 3).memories, sample_memories("mnist", 8, seed=3).memories)
     mhm = df[df["method"] == "mhm"]["sse_mean"].item()
     u0 = df[(df["method"] == "uhop_mhm") & (df["N"] == 0)]["sse_mean"].item()
@@ -133,19 +133,19 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path):
     assert not json.loads(part.with_name("part.csv.manifest.json").read_text())["complete"]
 
     calls = []
-    import uhop.experiments.retrieval as R
+    import uhop.experiments.retrieval.grid as grid  # where run_grid looks evaluate_group up
 
-    original = R.evaluate_group
+    original = grid.evaluate_group
 
     def spy(cfg_, M, seed, **kw):
         calls.append((M, seed))
         return original(cfg_, M, seed, **kw)
 
-    R.evaluate_group = spy
+    grid.evaluate_group = spy
     try:
         resumed = run_grid(cfg, part, progress=False)
     finally:
-        R.evaluate_group = original
+        grid.evaluate_group = original
     assert calls == cfg.groups()[2:]                                  # the done groups were skipped
     pd.testing.assert_frame_equal(_rows_by_key(resumed), _rows_by_key(full), check_exact=False, rtol=1e-6)
     # a third call has nothing left to do
@@ -194,15 +194,15 @@ def test_one_writer_per_csv_and_no_mixed_data_variants(tmp_path):
 # -- bad input ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,match", [
-    ("methods", ["mhm", "hopfield9"], r"method='hopfield9'.*valid choices.*'uhop_mhm'"),
-    ("protocol", "papper", r"protocol='papper'.*valid choices.*'official'"),
-    ("dataset", "mnits", r"dataset='mnits'.*valid choices.*'cifar10'"),
+    ("methods", ["mhm", "hopfield9"], r"method 'hopfield9'.*valid method values.*'uhop_mhm'"),
+    ("protocol", "papper", r"protocol 'papper'.*valid protocol values.*'official'"),
+    ("dataset", "mnits", r"dataset 'mnits'.*valid dataset values.*'cifar10'"),
     ("noise", [-0.1], r"noise levels must be >= 0"),
     ("noise", [1.0], r"masked fractions"),
     ("sizes", [1], r"sizes"),
-    ("corruption", "blur", r"corruption='blur'.*'mask'"),
-    ("noise_mode", "l2", r"noise_mode='l2'.*'total_norm'"),
-    ("losses", ["mean"], r"loss='mean'.*'avg'"),
+    ("corruption", "blur", r"corruption 'blur'.*'mask'"),
+    ("noise_mode", "l2", r"noise_mode 'l2'.*'total_norm'"),
+    ("losses", ["mean"], r"loss 'mean'.*'avg'"),
 ])
 def test_bad_config(field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -233,7 +233,7 @@ def test_uhop_with_zero_epochs_is_mhm_under_paper(sparse):
 
 
 def test_baselines_match_the_package_functions():
-    pool = _Pool("synthetic")
+    pool = ImagePool("synthetic")
     mem = pool.sample(15, 4).memories
     for protocol in ("paper", "official"):
         q = make_queries(mem, pool.image_shape, protocol, "mask", 0.5, seed=4)
@@ -267,7 +267,7 @@ def test_official_query_is_per_entry_dropout_times_two_and_paper_query_is_per_pi
 
 
 def test_official_stage1_trains_on_the_first_half_only():
-    pool = _Pool("synthetic")
+    pool = ImagePool("synthetic")
     mem = pool.sample(12, 0).memories
     settings = stage1_settings("official")
     k1, h1 = uhop.fit_kernel(mem, epochs=5, seed=7, **settings)
@@ -283,12 +283,12 @@ def test_official_stage1_trains_on_the_first_half_only():
 def test_official_uhop_matches_a_per_memory_loop():
     """The vectorised official U-Hop equals the official script's loop: q = dropout(x) x 2, W ~ N(0, 1)
     fitted with train_kernel_max on Xi[:M/2], x_new = Xi (beta softmax(K(Xi, q)))."""
-    from uhop.experiments.retrieval import _derive
+    from uhop.experiments.retrieval import derive_seed
 
     M, N, seed = 10, 4, 2
-    pool = _Pool("synthetic")
+    pool = ImagePool("synthetic")
     mem = pool.sample(M, seed).memories
-    kernel, _ = uhop.fit_kernel(mem, epochs=N, seed=_derive(seed, f"kernel-M{M}"), **stage1_settings("official"))
+    kernel, _ = uhop.fit_kernel(mem, epochs=N, seed=derive_seed(seed, f"kernel-M{M}"), **stage1_settings("official"))
     q = make_queries(mem, pool.image_shape, "official", "mask", 0.5, seed=seed)
     W = kernel.weight.detach()
     errs = []
@@ -303,12 +303,12 @@ def test_official_uhop_matches_a_per_memory_loop():
 def test_tuned_beta_is_chosen_on_heldout_memories_only():
     cfg = GridConfig(**dict(SMALL, protocol="tuned", methods=["mhm", "uhop_mhm", "l2", "dam"], sizes=[10],
                             epochs=[5], seeds=[0]))
-    pool = _Pool("synthetic")
+    pool = ImagePool("synthetic")
     test = pool.sample(10, 0)
     held = pool.heldout(10, 0, test.indices)
     assert not set(test.indices.tolist()) & set(held.indices.tolist())  # disjoint memory sets
 
-    class OtherTest(_Pool):
+    class OtherTest(ImagePool):
         """Same held-out set, a completely different test set."""
 
         def sample(self, M, seed):
@@ -326,10 +326,10 @@ def test_tuned_beta_is_chosen_on_heldout_memories_only():
     assert rows_a["mhm"]["sse_mean"] != rows_b["mhm"]["sse_mean"]
     assert math.isnan(rows_a["dam"]["beta"])                          # DAM is beta-invariant: not tuned
     # the chosen beta is the held-out argmin over the grid
-    from uhop.experiments.retrieval import _mean_sse
+    from uhop.experiments.retrieval.scoring import mean_sse
 
     qh = make_queries(held.memories, pool.image_shape, "tuned", "mask", 0.5, seed=0, stream="heldout-query")
-    errs = [_mean_sse(METHODS["mhm"], qh @ held.memories.T, held.memories, b, True) for b in cfg.beta_grid]
+    errs = [mean_sse(METHODS["mhm"], qh @ held.memories.T, held.memories, b, True) for b in cfg.beta_grid]
     assert rows_a["mhm"]["beta"] == cfg.beta_grid[min(range(len(errs)), key=lambda i: (errs[i], i))]
 
 

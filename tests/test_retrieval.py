@@ -202,3 +202,81 @@ def test_retrieval_weights_have_no_subnormal_floats():
     assert torch.equal(w, torch.where(raw < tiny, torch.zeros_like(raw), raw))
     out = uhop.retrieve(queries, memories, beta=beta)
     assert (out - raw @ memories).abs().max() <= 1e-6
+
+
+# -- score-level entry points (the experiment runner reuses one score matrix for many betas and methods) ---------
+
+def test_separate_and_read_out_from_precomputed_scores():
+    Xi, X = _data(3)
+    S = uhop.similarity_scores(X, Xi)
+    # softmax written out in float64, independently of the package
+    z = 2.5 * (X @ Xi.T)
+    expected = torch.exp(z - z.max(-1, keepdim=True).values)
+    expected = expected / expected.sum(-1, keepdim=True)
+    w = uhop.retrieval.separate(S, beta=2.5)
+    assert torch.allclose(w, expected, atol=1e-14, rtol=0)
+    assert torch.allclose(uhop.retrieval.read_out(w, Xi), expected @ Xi, atol=1e-13, rtol=0)
+    for sep in ("sparsemax", "entmax15", 1.3):
+        assert torch.allclose(uhop.retrieval.separate(S, beta=0.7, separation=sep),
+                              uhop.association(X, Xi, beta=0.7, separation=sep), atol=1e-13, rtol=0)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        uhop.retrieval.separate(S, beta=0.0)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        uhop.retrieval.separate(S.float() * 1e30, beta=1e10)
+    with pytest.raises(TypeError, match="scores must be a torch.Tensor"):
+        uhop.retrieval.separate(S.tolist())
+
+
+def test_read_out_flushes_subnormal_weights_of_either_sign():
+    tiny = torch.finfo(torch.float32).tiny
+    w = torch.tensor([[0.5, tiny / 4, -tiny / 8, -0.25]])
+    memories = torch.tensor([[1.0], [2.0], [4.0], [8.0]])
+    assert torch.equal(uhop.retrieval.flush_subnormal(w), torch.tensor([[0.5, 0.0, 0.0, -0.25]]))
+    assert torch.equal(uhop.retrieval.read_out(w, memories), torch.tensor([[0.5 - 2.0]]))
+
+
+def test_make_scorer_precomputes_the_kernel_keys():
+    Xi, X = _data(4, M=9, d=6, Q=5)
+    kernel = _kernel(6, 8, seed=1)
+    W = kernel.weight.detach()
+    with torch.no_grad():
+        dot = uhop.retrieval.make_scorer(Xi, kernel=kernel)
+        assert torch.equal(dot.keys, kernel.precompute(Xi))
+        # K(Xi, x) = (W xi)^T (W x), Theorem 2.1's kernel, summed out by hand
+        expected = torch.einsum("qd,ed,ef,mf->qm", X, W, W, Xi)
+        assert torch.allclose(dot(X), expected, atol=1e-12, rtol=0)
+        dist = uhop.retrieval.make_scorer(Xi, kernel=kernel, similarity="manhattan")
+        diff = (X @ W.T)[:, None, :] - (Xi @ W.T)[None, :, :]
+        assert torch.allclose(dist(X), -diff.abs().sum(-1), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="keys .* require the kernel"):
+        uhop.retrieval.make_scorer(Xi, keys=Xi.clone())
+
+
+def test_kernel_check_is_shared():
+    Xi, X = _data(5, d=10)
+    for fn in (lambda k: uhop.retrieve(X, Xi, kernel=k), lambda k: uhop.energy(X, Xi, kernel=k),
+               lambda k: uhop.retrieval.make_scorer(Xi, kernel=k)):
+        with pytest.raises(ValueError, match="kernel has input dimension d = 7 but memories have d = 10"):
+            fn(_kernel(7))
+        with pytest.raises(TypeError, match="kernel weight has dtype torch.float32"):
+            fn(_kernel(10, dtype=torch.float32))
+        with pytest.raises(TypeError, match="kernel must be a uhop.LinearKernel"):
+            fn(torch.eye(10, dtype=DT))
+
+
+def test_official_weights_put_beta_after_sep_and_use_the_positive_distance():
+    from uhop.baselines import PolynomialSeparation, official_weights
+
+    Xi, X = _data(6)
+    dist = torch.stack([torch.stack([((x - xi) ** 2).sum().sqrt() for xi in Xi]) for x in X])  # +||x - xi||_2
+    e = torch.exp(dist - dist.max(-1, keepdim=True).values)
+    expected = 3.0 * e / e.sum(-1, keepdim=True)              # rows sum to beta = 3: beta is no temperature
+    S = uhop.similarity_scores(X, Xi, similarity="l2")        # S = -distance
+    assert torch.allclose(official_weights(S, beta=3.0, similarity="l2"), expected, atol=1e-12, rtol=0)
+    dots = X @ Xi.T
+    assert torch.allclose(official_weights(dots, separation=PolynomialSeparation(3, normalize=False)),
+                          dots ** 3, atol=1e-12, rtol=0)
+    # the bug-compatible baselines iterate exactly this: x <- Xi (beta Sep(s(x)))
+    x1 = official_weights(S, beta=0.5, similarity="l2") @ Xi
+    x2 = official_weights(uhop.similarity_scores(x1, Xi, similarity="l2"), beta=0.5, similarity="l2") @ Xi
+    assert torch.allclose(uhop.l2(X, Xi, beta=0.5, steps=2, bug_compatible=True), x2, atol=1e-12, rtol=0)

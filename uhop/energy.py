@@ -12,28 +12,14 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_memories, check_positive, check_queries
-from .kernel import LinearKernel
+from .kernel import LinearKernel, check_kernel
 from .separation import Psi_star, Separation, _Psi_star_at, separation as _separation
 
-__all__ = ["energy"]
+__all__ = ["energy", "energy_from_scores"]
 
 
-def _check_kernel(kernel, memories):
-    if kernel is None:
-        return None
-    if not isinstance(kernel, LinearKernel):
-        raise TypeError(f"kernel must be a uhop.LinearKernel or None, got {type(kernel).__name__}")
-    if kernel.d != memories.shape[-1]:
-        raise ValueError(
-            f"kernel has input dimension d = {kernel.d} but memories have d = {memories.shape[-1]}"
-        )
-    if kernel.weight.dtype != memories.dtype:
-        raise TypeError(f"kernel weight has dtype {kernel.weight.dtype} but memories have {memories.dtype}")
-    return kernel
-
-
-def _energy_from_scores(scores: torch.Tensor, self_sim: torch.Tensor, beta: float,
-                        sep: Separation, weights: torch.Tensor | None = None) -> torch.Tensor:
+def energy_from_scores(scores: torch.Tensor, self_sim: torch.Tensor, beta: float,
+                       sep: Separation, weights: torch.Tensor | None = None) -> torch.Tensor:
     """E = K(x, x)/2 - Psi_star(K(Xi, x)); scores (Q, M), self_sim (Q,).
 
     ``weights`` = Sep(beta * scores) when already known: for alpha in (1, 2)
@@ -70,7 +56,7 @@ def energy(x: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
     check_queries(x, memories, name="x")
     beta = check_positive(beta, "beta")
     sep = _separation(separation)
-    kernel = _check_kernel(kernel, memories)
+    kernel = check_kernel(kernel, memories)
     X = x.unsqueeze(0) if x.ndim == 1 else x
     if kernel is None:
         scores = X @ memories.T
@@ -79,5 +65,5 @@ def energy(x: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
         fx = kernel.phi(X)
         scores = fx @ kernel.phi(memories).T
         self_sim = (fx * fx).sum(-1)
-    e = _energy_from_scores(scores, self_sim, beta, sep)
+    e = energy_from_scores(scores, self_sim, beta, sep)
     return e[0] if x.ndim == 1 else e

@@ -20,7 +20,7 @@ from ._checks import (
     check_tensor,
 )
 
-__all__ = ["LinearKernel", "KERNEL_INITS", "make_generator"]
+__all__ = ["LinearKernel", "KERNEL_INITS", "make_generator", "check_kernel"]
 
 KERNEL_INITS = ("identity", "normal", "official")
 
@@ -151,3 +151,22 @@ class LinearKernel(nn.Module):
         check_memories(memories)
         self._check_input(memories, "memories")
         return self.phi(memories) @ self.weight
+
+
+def check_kernel(kernel, memories: torch.Tensor, name: str = "kernel") -> LinearKernel | None:
+    """``None``, or a :class:`LinearKernel` whose input dimension d and dtype match ``memories`` (M, d).
+
+    Shared by every function that takes an optional kernel (retrieval, energies), so that a kernel fitted on
+    other data is refused with the same message everywhere.
+    """
+    if kernel is None:
+        return None
+    if not isinstance(kernel, LinearKernel):
+        raise TypeError(f"{name} must be a uhop.LinearKernel or None, got {type(kernel).__name__}")
+    if kernel.d != memories.shape[-1]:
+        raise ValueError(
+            f"{name} has input dimension d = {kernel.d} but memories have d = {memories.shape[-1]}"
+        )
+    if kernel.weight.dtype != memories.dtype:
+        raise TypeError(f"{name} weight has dtype {kernel.weight.dtype} but memories have {memories.dtype}")
+    return kernel

@@ -15,6 +15,7 @@ import torch
 
 from ._checks import (
     check_choice,
+    check_floating,
     check_int,
     check_memories,
     check_positive,
@@ -22,11 +23,12 @@ from ._checks import (
     check_same_dtype_device,
     check_tensor,
 )
-from .energy import _check_kernel, _energy_from_scores
-from .kernel import LinearKernel
+from .energy import energy_from_scores
+from .kernel import LinearKernel, check_kernel
 from .separation import Separation, resolve_separation
 
-__all__ = ["retrieve", "retrieval_step", "association", "similarity_scores", "SIMILARITIES"]
+__all__ = ["retrieve", "retrieval_step", "association", "similarity_scores", "SIMILARITIES", "Scorer",
+           "make_scorer", "separate", "read_out", "flush_subnormal"]
 
 #: Similarity measures S(x, xi).  "l2" and "manhattan" are the negative
 #: distances of Millidge et al. (2022), so that *closer* memories score higher.
@@ -34,8 +36,12 @@ SIMILARITIES = ("dot", "l2", "manhattan")
 
 
 @dataclass
-class _Scorer:
-    """Pre-computed, query-independent part of the similarity."""
+class Scorer:
+    """S(., Xi) for one memory set, with its query-independent part computed once (:func:`make_scorer`).
+
+    ``scorer(X)`` returns the (Q, M) scores of the (Q, d) states ``X`` without checking them again: the
+    retrieval iteration and the experiment runner call it on states they produced or checked themselves.
+    """
 
     similarity: str
     keys: torch.Tensor            # (M, d) for "dot"; (M, D_Phi) features for distances
@@ -54,9 +60,16 @@ class _Scorer:
         return (feats * feats).sum(-1)
 
 
-def _make_scorer(memories, similarity, kernel, keys) -> _Scorer:
+def make_scorer(memories: torch.Tensor, *, similarity: str = "dot", kernel: LinearKernel | None = None,
+                keys: torch.Tensor | None = None) -> Scorer:
+    """The :class:`Scorer` of ``memories`` (M, d) for a similarity (and kernel), checked once.
+
+    With "dot" and a kernel its keys are ``B = kernel.precompute(memories) = (W Xi)^T W``, so that
+    ``K(Xi, x) = B x`` costs one product, as a plain MHM score (``keys=`` passes a B computed before).
+    """
+    check_memories(memories)
     similarity = check_choice(similarity, "similarity", SIMILARITIES)
-    kernel = _check_kernel(kernel, memories)
+    kernel = check_kernel(kernel, memories)
     if keys is not None:
         check_tensor(keys, "keys")
         if kernel is None:
@@ -68,13 +81,13 @@ def _make_scorer(memories, similarity, kernel, keys) -> _Scorer:
                 f"keys must have the memories' shape {tuple(memories.shape)}, got {tuple(keys.shape)}"
             )
         check_same_dtype_device(keys, "keys", memories, "memories")
-        return _Scorer(similarity, keys, kernel)
+        return Scorer(similarity, keys, kernel)
     if similarity == "dot":
         # K(Xi, x) = B x with B = (W Xi)^T W: computed once, reused by every step.
         keys = memories if kernel is None else kernel.precompute(memories)
     else:
         keys = memories if kernel is None else kernel.phi(memories)
-    return _Scorer(similarity, keys, kernel)
+    return Scorer(similarity, keys, kernel)
 
 
 def _as_batch(queries):
@@ -100,7 +113,7 @@ def similarity_scores(queries: torch.Tensor, memories: torch.Tensor, *,
     check_memories(memories)
     check_queries(queries, memories)
     X, single = _as_batch(queries)
-    s = _make_scorer(memories, similarity, kernel, keys)(X)
+    s = make_scorer(memories, similarity=similarity, kernel=kernel, keys=keys)(X)
     return s[0] if single else s
 
 
@@ -110,12 +123,27 @@ def association(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 
     """Separation weights ``Sep(beta * S(x, Xi))`` of Eq (2.4): (Q, M), or (M,) for one query.
 
     Rows lie on the simplex; with sparsemax/entmax they contain exact zeros
-    (count them with :func:`uhop.separation.support_size`).
+    (count them with :func:`uhop.separation.support_size`).  These are the
+    weights the read-out uses, so subnormal ones are 0 (:func:`flush_subnormal`).
     """
     beta, sep = _validate(queries, memories, beta, separation)
     X, single = _as_batch(queries)
-    p = _separate(sep, beta, _make_scorer(memories, similarity, kernel, keys)(X))
+    scores = make_scorer(memories, similarity=similarity, kernel=kernel, keys=keys)(X)
+    p = flush_subnormal(_separate(sep, beta, scores))
     return p[0] if single else p
+
+
+def separate(scores: torch.Tensor, *, beta: float = 1.0, separation="softmax") -> torch.Tensor:
+    """``Sep(beta * scores)`` (Eq (2.4)) of precomputed (Q, M) scores, e.g. from :func:`similarity_scores`.
+
+    For callers that reuse one score matrix at many betas or with several separations (the experiment
+    runner).  Raises ``FloatingPointError`` when ``beta * scores`` is not finite.  The weights are returned as
+    the separation map gives them, subnormal floats included; :func:`read_out` flushes those.
+    """
+    check_tensor(scores, "scores")
+    check_floating(scores, "scores")
+    beta = check_positive(beta, "beta")
+    return _separate(resolve_separation(separation), beta, scores)
 
 
 def _separate(sep, beta: float, scores: torch.Tensor) -> torch.Tensor:
@@ -127,11 +155,11 @@ def _separate(sep, beta: float, scores: torch.Tensor) -> torch.Tensor:
         raise FloatingPointError(
             f"the similarity scores times beta={beta:g} are not finite (largest |score| overflowed {z.dtype}): scale "
             "the memories and queries down, lower beta, or use float64")
-    return flush_subnormal(sep(z, dim=-1))
+    return sep(z, dim=-1)
 
 
 def flush_subnormal(weights: torch.Tensor) -> torch.Tensor:
-    """Set weights below the smallest normal float of their dtype to 0.
+    """Set weights smaller in magnitude than the smallest normal float of their dtype to 0.
 
     A sharp softmax (a fitted U-Hop kernel, large beta) leaves a few percent of its weights as subnormal
     floats, which many CPUs multiply tens of times slower than normal ones: the read-out ``weights @ memories``
@@ -139,13 +167,23 @@ def flush_subnormal(weights: torch.Tensor) -> torch.Tensor:
     changes a retrieved pattern by less than that times the largest memory entry -- far below rounding.  The
     user's global torch settings (``torch.set_flush_denormal``) are left alone.
     """
-    return weights.masked_fill(weights < torch.finfo(weights.dtype).tiny, 0.0)
+    return weights.masked_fill(weights.abs() < torch.finfo(weights.dtype).tiny, 0.0)
+
+
+def read_out(weights: torch.Tensor, memories: torch.Tensor) -> torch.Tensor:
+    """The read-out ``Xi p`` of Eq (2.4) for weight rows ``p``: ``weights @ memories``, (Q, M)(M, d) -> (Q, d).
+
+    Subnormal weights are flushed to 0 first (:func:`flush_subnormal`), so that a sharp separation costs
+    no more than a plain MHM step.  Every retrieval path of the package ends here.
+    """
+    check_tensor(weights, "weights")
+    check_tensor(memories, "memories")
+    return flush_subnormal(weights) @ memories
 
 
 def retrieval_step(queries: torch.Tensor, memories: torch.Tensor, **kwargs) -> torch.Tensor:
     """One application of T_K (Eq (2.4)); same keywords as :func:`association`."""
-    p = association(queries, memories, **kwargs)
-    return p @ memories
+    return association(queries, memories, **kwargs) @ memories
 
 
 def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
@@ -201,14 +239,14 @@ def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0
             )
         if not isinstance(sep, Separation):
             raise ValueError("return_energies needs an alpha-entmax separation, not a custom callable")
-    scorer = _make_scorer(memories, similarity, kernel, keys)
+    scorer = make_scorer(memories, similarity=similarity, kernel=kernel, keys=keys)
     X, single = _as_batch(queries)
 
     energies = []
 
     def record(X_now, scores_now, weights_now=None):
-        energies.append(_energy_from_scores(scores_now, scorer.self_similarity(X_now), beta, sep,
-                                            weights_now))
+        energies.append(energy_from_scores(scores_now, scorer.self_similarity(X_now), beta, sep,
+                                           weights_now))
 
     # The scores (and weights) of a state serve both its energy and the next step.
     scores = scorer(X)
@@ -216,7 +254,7 @@ def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0
     if return_energies:
         record(X, scores, weights)
     for t in range(steps):
-        X_new = weights @ memories
+        X_new = read_out(weights, memories)
         converged = tol is not None and bool((X_new - X).norm(dim=-1).max() < tol)
         X = X_new
         last = converged or t == steps - 1
