@@ -148,3 +148,81 @@ def test_no_progress_bar_blocks_and_no_raw_tex_in_titles():
             tex.append(f"{page.relative_to(HTML)}: {title.group(1).strip()}")
     assert not blocks, f"progress-bar blocks rendered in: {blocks}"
     assert not tex, "raw TeX in page titles:\n" + "\n".join(tex)
+
+
+def _pages():
+    if not HTML.exists():
+        return []
+    return sorted(str(p.relative_to(HTML)) for p in HTML.rglob("*.html")
+                  if not {"_static", "_sources", "_modules"} & set(p.parts) and p.name not in ("search.html",
+                                                                                               "genindex.html"))
+
+
+def test_one_search_box_per_page():
+    # the pydata header adds a second search field unless the book's config removes it
+    pages = _pages()
+    if not pages:
+        _missing("no built site")
+    doubled = [p for p in pages if (HTML / p).read_text(errors="replace").count('class="btn search-button-field') > 1]
+    assert not doubled, f"more than one search box on: {doubled[:10]}"
+
+
+def test_equations_are_numbered_per_page():
+    # the paper's equations carry its numbers (2.1), ...; ours restart on every page so they cannot be mistaken
+    page = HTML / "book" / "kernelized_energy.html"
+    if not page.exists():
+        _missing(f"{page} not built")
+    numbers = re.findall(r'<span class="eqno">\((\d+)\)', page.read_text())
+    assert numbers and numbers[0] == "1", f"first equation number on the page: {numbers[:3]}"
+
+
+def test_every_executable_page_offers_its_notebook_and_a_colab_launch():
+    import jupytext
+    import nbformat
+    import yaml
+
+    from _book import REPO, all_notebooks
+
+    if not HTML.exists():
+        _missing("no built site")
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    url = config["repository"]["url"].rstrip("/")
+    branch = config["sphinx"]["config"]["uhop_colab_branch"]
+    for source in all_notebooks():
+        page = source.relative_to(REPO).with_suffix("")
+        download = HTML / "_sources" / f"{page}.ipynb"
+        assert download.exists(), f"no .ipynb download for {page}"
+        nb = nbformat.read(download, as_version=4)
+        nbformat.validate(nb)
+        assert nb.cells[0].metadata.get("tags") == ["setup"] and url in nb.cells[0].source
+        assert f'os.chdir("uhop-companion/{page.parent}")' in nb.cells[0].source
+        # the rest is the page's own source, cell for cell, without outputs
+        own = jupytext.read(source)
+        assert [c.source for c in nb.cells[1:]] == [c.source for c in own.cells], page
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+        html = (HTML / f"{page}.html").read_text()
+        assert f"_sources/{page}.ipynb" in html, f"{page}.html does not link its notebook"
+        colab = f"https://colab.research.google.com/github/{url.removeprefix('https://github.com/')}/blob/{branch}/{page}.ipynb"
+        assert colab in html, f"{page}.html has no Colab launch for {colab}"
+
+
+@pytest.mark.parametrize("page", _pages() or ["intro.html"])
+def test_tables_fit_the_column_and_figures_are_shown_at_natural_size(page):
+    # what broke before: tables cut off at the column's edge, ~1230 px figures shrunk to ~690 px so their
+    # 5-6 px text was unreadable. A table may scroll only inside a box a chapter asked for (class uhop-scroll).
+    from _site import chromium, measure
+
+    from uhop.experiments import report
+
+    if not (HTML / page).exists():
+        _missing(f"{page} not built")
+    if chromium() is None:
+        _missing("Chromium is not installed (make browser installs it)")
+    m = measure(HTML / page)
+    wide = [f"{t['text'][:60]!r} sticks out by {t['overflow']:.0f} px" for t in m["tables"] if t["overflow"] > 1]
+    assert not wide, f"{page}: tables wider than the column ({m['column']:.0f} px):\n" + "\n".join(wide)
+    shrunk = [f"{i['src']}: {i['natural']} px shown at {i['shown']:.0f} px" for i in m["images"]
+              if i["shown"] > 0 and i["shown"] < 0.97 * i["natural"]]
+    assert not shrunk, f"{page}: figures shrunk to fit (their text gets small):\n" + "\n".join(shrunk)
+    # the book's figure text, shown at natural size, is as large as the body text
+    assert report.FONT_PT * report.FIGURE_DPI / 72 >= 0.95 * m["body_px"]

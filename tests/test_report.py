@@ -27,3 +27,97 @@ def test_t_critical_values_against_tables():
         assert t_critical_95(df) == pytest.approx(value, abs=1.1e-3)
     with pytest.raises(ValueError, match="df"):
         t_critical_95(0)
+
+
+# -- the book's figure and table helpers ---------------------------------------------------------------------------
+
+def test_book_style_sizes_figures_for_the_column_and_text_for_reading():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uhop.experiments import report
+
+    report.book_style()
+    rc = matplotlib.rcParams
+    for key in ("font.size", "xtick.labelsize", "ytick.labelsize", "legend.fontsize", "axes.labelsize"):
+        assert float(rc[key]) == report.FONT_PT, key
+    fig, axes = report.figure(2, 2)
+    try:
+        width_px = fig.get_figwidth() * fig.dpi
+        assert axes.shape == (2, 2) and width_px == pytest.approx(680)   # the 688 px output column, no shrinking
+        assert report.FONT_PT * fig.dpi / 72 == pytest.approx(16, abs=0.1)  # 16 px: the book's body text
+    finally:
+        plt.close(fig)
+
+
+def test_method_figure_labels_axes_in_words_and_puts_one_legend_below():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from uhop.experiments import report
+
+    df = pd.DataFrame({"method": ["mhm", "mhm", "uhop_mhm", "uhop_mhm"] * 2, "M": [10, 20, 10, 20] * 2,
+                       "seed": [0] * 4 + [1] * 4, "sse_mean": [1.0, 2.0, 0.1, 0.2, 1.2, 2.2, 0.0, 0.3]})
+    fig = report.method_figure(df, "M", logx=True)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "memories M" and ax.get_ylabel() == "error (SSE per memory)"
+        assert ax.get_legend() is None and len(fig.legends) == 1
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["MHM", report.label("uhop_mhm")]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "20"]   # not 1x10^1, 2x10^1
+        assert ax.get_yscale() == "symlog"                                     # an exact zero stays visible
+    finally:
+        plt.close(fig)
+
+
+def test_table_fits_unless_asked_to_scroll():
+    import pandas as pd
+
+    from uhop.experiments import report
+
+    frame = pd.DataFrame({"a": [1.23456, float("nan")]}, index=["x", "y"])
+    plain = report.table(frame).data
+    assert "uhop-scroll" not in plain and "1.23" in plain and "1.23456" not in plain and "nan" not in plain
+    assert "white-space: nowrap" in plain
+    assert 'class="uhop-scroll"' in report.table(frame, scroll=True).data
+    assert "nowrap" not in report.table(frame, wrap=True).data
+
+
+def test_outcome_counts_and_outcomes_by_hand():
+    import pandas as pd
+
+    from uhop.experiments import report
+
+    w = pd.DataFrame({"M": [10, 20, 50], "vs official-style": ["win", "win", "win"],
+                      "ratio (official-style)": [2.0, 3.0, 4.0], "vs all": ["loss", "tie", "win"],
+                      "ratio (all)": [0.5, 1.0, 6.0]})
+    c = report.outcome_counts(w)
+    assert (c["n"], c["win"], c["tie"], c["loss"], c["lost_at"]) == (3, 1, 1, 1, [10.0])
+    assert (c["ratio_min"], c["ratio_max"]) == (6.0, 6.0)
+    o = report.outcome_counts(w, "official")
+    assert (o["win"], o["ratio_min"], o["ratio_max"]) == (3, 2.0, 4.0)
+    t = report.outcomes(w)
+    assert list(t.index) == ["10", "20", "50"] and t.iloc[0, 1] == "loss (0.5x)"
+
+
+def test_provenance_list_and_missing_files(tmp_path):
+    import json
+
+    from uhop.experiments import report
+
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "a.csv.manifest.json").write_text(json.dumps({
+        "command": "python -m uhop.reproduce run --only run_a", "git": {"commit": "0123456789abcdef", "dirty": False},
+        "date": "2026-11-30T10:00:00", "machine": {"platform": "Linux", "cpu_count": 2}, "threads": 1,
+        "wall_time_s": 600, "rows": 1200, "complete": True, "data": {"note": "mnist (torchvision)"}}))
+    files = report.ResultFiles(tmp_path, {"a.csv": "run_a", "b.csv": "run_b"})
+    text = files.provenance()
+    assert "`a.csv` (run `run_a`): 1,200 rows; complete; 10 min; commit `0123456789`, 2026-11-30" in text
+    assert "`python -m uhop.reproduce run --only run_a`" in text and "mnist (torchvision)" in text
+    assert "**Missing results files:** `b.csv`" in text
+    assert files.load("a.csv")["x"].tolist() == [1] and files.missing == []
