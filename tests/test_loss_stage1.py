@@ -102,6 +102,73 @@ def test_loss_gradient_matches_finite_differences(reduction, pairs, normalize):
     assert torch.allclose(g, fd, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("reduction,pairs", [("avg", "distinct"), ("avg", "all"), ("max", "distinct")])
+def test_closed_form_loss_gradient_in_the_distances(reduction, pairs):
+    # loss_grad_from_sq_distances (used by Stage I in Gram form) against autograd of the loss
+    # written out on the entries it reads; float64, measured <= 4.2e-16 relative.
+    from uhop.loss import loss_grad_from_sq_distances
+
+    F = _feats(8, M=10)
+    D = torch.cdist(F, F).pow(2).fill_diagonal_(0).requires_grad_(True)
+    i, j = torch.triu_indices(10, 10, 1)
+    t = 0.3
+    if reduction == "max":
+        reference = -t * D[i, j].min()
+    else:
+        values = D[i, j] if pairs == "distinct" else D.reshape(-1)
+        reference = torch.log(torch.exp(-t * values).mean())
+    (expected,) = torch.autograd.grad(reference, D)
+    loss, G, min_sq = loss_grad_from_sq_distances(D.detach(), t, reduction, pairs)
+    assert float((G - expected).abs().max() / expected.abs().max()) < 1e-14
+    assert math.isclose(float(loss), float(reference.detach()), rel_tol=1e-14)
+    assert float(min_sq) == float(D.detach()[i, j].min())
+
+
+# -- Stage I settings -----------------------------------------------------------------
+
+def test_settings_object_presets_and_keywords_are_one_configuration():
+    import dataclasses
+
+    from uhop.stage1 import FIT_DEFAULTS, PRESETS, Stage1Settings
+
+    Xi = _memories(21, M=14, d=9)
+    assert all(isinstance(p, Stage1Settings) for p in PRESETS.values())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRESETS["official"].lr = 1.0
+    # a preset, its fields as keywords (dict(preset) is what the retrieval protocols start from),
+    # and the object itself give the same W
+    k_preset, h_preset = fit_kernel(Xi, preset="official_avg", epochs=5, seed=0)
+    k_kw, h_kw = fit_kernel(Xi, epochs=5, seed=0, **dict(PRESETS["official_avg"]))
+    k_obj, _ = fit_kernel(Xi, settings=PRESETS["official_avg"], epochs=5, seed=0)
+    assert torch.equal(k_preset.weight, k_kw.weight) and torch.equal(k_preset.weight, k_obj.weight)
+    assert h_kw.lr == h_preset.lr == PRESETS["official_avg"].learning_rates(5)
+    # keywords replace the fields of settings=; a preset refuses contradictions
+    custom = Stage1Settings(lr=0.3, loss="max")
+    k1, h1 = fit_kernel(Xi, settings=custom, epochs=4, t=1.5)
+    k2, _ = fit_kernel(Xi, lr=0.3, loss="max", t=1.5, epochs=4)
+    assert torch.equal(k1.weight, k2.weight) and h1.settings["t"] == 1.5 and h1.settings["loss"] == "max"
+    assert custom.replace(t=1.5) == Stage1Settings(lr=0.3, loss="max", t=1.5)
+    assert FIT_DEFAULTS == dict(Stage1Settings(), epochs=100)
+    with pytest.raises(ValueError, match="settings= or preset="):
+        fit_kernel(Xi, settings=custom, preset="official", epochs=1)
+    with pytest.raises(TypeError, match="unknown Stage I setting.*'?momentum"):
+        fit_kernel(Xi, momentum=0.9, epochs=1)
+    with pytest.raises(ValueError, match="pairs must be 'distinct' for loss='max'"):
+        Stage1Settings(loss="max", pairs="all")
+    with pytest.raises(TypeError, match="normalize_features must be a bool"):
+        Stage1Settings(normalize_features=1)
+
+
+def test_learning_rate_schedules_written_out():
+    from uhop.stage1 import Stage1Settings
+
+    assert Stage1Settings(lr=3.0).learning_rates(3) == [3.0, 3.0, 3.0]
+    assert Stage1Settings(lr=3.0, lr_schedule="inv_sqrt").learning_rates(3) == [3.0, 3.0 / math.sqrt(2), 3.0 / math.sqrt(3)]
+    official = Stage1Settings(lr=3.0, lr_schedule="official").learning_rates(5)
+    assert all(math.isclose(a, 3.0 / math.sqrt(math.factorial(i)), rel_tol=1e-15) for i, a in enumerate(official))
+    assert Stage1Settings().learning_rates(0) == []
+
+
 # -- Stage I ------------------------------------------------------------------------
 
 def test_sgd_decreases_the_loss_monotonically_with_small_steps():

@@ -71,8 +71,7 @@ class LinearKernel(nn.Module):
                 raise ValueError(
                     f"d_phi must be >= d = {d} for init='identity' ([I; 0] needs D_Phi >= d), got {d_phi}"
                 )
-            weight = torch.zeros(d_phi, d, dtype=dtype)
-            weight[:d, :d] = torch.eye(d, dtype=dtype)
+            weight = torch.eye(d_phi, d, dtype=dtype)     # [I; 0], written once
         elif init == "normal":
             gen = make_generator(seed, generator)
             weight = torch.randn(d_phi, d, generator=gen, dtype=dtype) / math.sqrt(d)

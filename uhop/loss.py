@@ -37,6 +37,10 @@ __all__ = [
     "separation_loss",
     "pairwise_sq_distances",
     "min_pairwise_distance",
+    "sq_distances_from_gram",
+    "upper_triangle",
+    "loss_from_sq_distances",
+    "loss_grad_from_sq_distances",
     "REDUCTIONS",
     "PAIRS",
 ]
@@ -64,25 +68,40 @@ def pairwise_sq_distances(features: torch.Tensor) -> torch.Tensor:
     clamped at 0 against rounding, with an exact zero diagonal.
     """
     _check_features(features)
-    return _sq_distances(features)
+    return sq_distances_from_gram(features @ features.T)
 
 
-def _sq_distances(features: torch.Tensor) -> torch.Tensor:
-    G = features @ features.T
-    sq = torch.diagonal(G)
-    D = (sq[:, None] + sq[None, :] - 2.0 * G).clamp_min(0.0)
-    # The diagonal is mathematically 0; rounding would otherwise leave ~eps there.
-    return D * (1.0 - torch.eye(D.shape[0], dtype=D.dtype, device=D.device))
+def sq_distances_from_gram(K: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """(M, M) squared feature distances from the feature Gram matrix ``K = F F^T`` (unchecked).
+
+    ``||f_u - f_v||^2 = K_uu + K_vv - 2 K_uv``; with ``normalize`` the features are L2-normalised
+    first (App D.2, Eq (D.4)): ``||f_u/|f_u| - f_v/|f_v|||^2 = 2 - 2 K_uv / sqrt(K_uu K_vv)``.
+    Clamped at 0 against rounding, with an exact zero diagonal (differentiable in ``K``).  The
+    building block of :func:`pairwise_sq_distances` and of the Gram form of Stage I
+    (:mod:`uhop.stage1_gram`), for callers that have validated ``K`` already.
+    """
+    diag = torch.diagonal(K)
+    if normalize:
+        inv = diag.clamp_min(torch.finfo(K.dtype).tiny).rsqrt()
+        D = 2.0 - 2.0 * K * inv[:, None] * inv[None, :]
+    else:
+        D = diag[:, None] + diag[None, :] - 2.0 * K
+    D = D.clamp_min(0.0)
+    # The diagonal is mathematically 0; rounding would otherwise leave ~eps there.  (In place on
+    # the clamp's output, which its backward does not need.)
+    D.diagonal().zero_()
+    return D
 
 
-def _upper(D: torch.Tensor) -> torch.Tensor:
+def upper_triangle(D: torch.Tensor) -> torch.Tensor:
+    """The M(M-1)/2 entries ``D[i, j]``, i < j, of a square matrix: one per distinct pair."""
     i, j = torch.triu_indices(D.shape[0], D.shape[0], offset=1, device=D.device)
     return D[i, j]
 
 
 def min_pairwise_distance(features: torch.Tensor) -> torch.Tensor:
     """min_{u != v} ||f_u - f_v||_2 = 2 R_Phi (Definition 2.1)."""
-    return _upper(pairwise_sq_distances(features)).min().sqrt()
+    return upper_triangle(pairwise_sq_distances(features)).min().sqrt()
 
 
 def separation_loss(features: torch.Tensor, *, t: float = 2.0, reduction: str = "avg",
@@ -113,18 +132,55 @@ def separation_loss(features: torch.Tensor, *, t: float = 2.0, reduction: str = 
         features = F.normalize(features, dim=-1)
     if reduction == "max" and pairs != "distinct":
         raise ValueError("pairs must be 'distinct' for reduction='max' (u = v always gives 0)")
-    return _loss_from_sq_distances(_sq_distances(features), t, reduction, pairs)
+    return loss_from_sq_distances(sq_distances_from_gram(features @ features.T), t, reduction, pairs)
 
 
-def _loss_from_sq_distances(D: torch.Tensor, t: float, reduction: str, pairs: str) -> torch.Tensor:
-    """The loss from an (M, M) squared-distance matrix (arguments already checked)."""
+def loss_from_sq_distances(D: torch.Tensor, t: float, reduction: str, pairs: str) -> torch.Tensor:
+    """The separation loss from an (M, M) squared-distance matrix ``D`` (arguments unchecked).
+
+    The core of :func:`separation_loss` (Definition 2.2; ``reduction="max"``: App G.2), for
+    callers that have validated ``t``, ``reduction`` and ``pairs`` already (Stage I).
+    "distinct" and "max" read the entries i < j of ``D``, "all" every entry.  Differentiable.
+    """
     M = D.shape[0]
     if reduction == "max":
-        return -t * _upper(D).min()
+        return -t * upper_triangle(D).min()
     if pairs == "distinct":
-        logits = -t * _upper(D)
+        logits = -t * upper_triangle(D)
         count = M * (M - 1) / 2
     else:
         logits = (-t * D).reshape(-1)
         count = M * M
     return torch.logsumexp(logits, dim=0) - math.log(count)
+
+
+def loss_grad_from_sq_distances(D: torch.Tensor, t: float, reduction: str, pairs: str):
+    r"""The loss of :func:`loss_from_sq_distances`, its gradient in ``D`` in closed form, and min D.
+
+    Returns ``(loss, G, min_sq)``: ``G = dL/dD`` is an (M, M) matrix, nonzero only on the entries
+    the loss reads (i < j for "distinct" and "max"), and ``min_sq = min_{i<j} D_ij``
+    (= (2 R_Phi)^2 of Definition 2.1 when D holds feature distances).  No autograd: Stage I in
+    Gram form (:mod:`uhop.stage1_gram`) calls this at every step.
+
+    * "avg": ``L = log(sum_p exp(-t D_p)) - log(#pairs)`` over the pairs p read, so
+      ``dL/dD_p = -t softmax(-t D)_p`` (the softmax over the same pairs).
+    * "max": ``L = -t min_{i<j} D_ij``; the gradient ``-t`` is split evenly over tied minima,
+      the subgradient :func:`torch.min` back-propagates.
+    """
+    M = D.shape[0]
+    off_pairs = torch.full((M, M), math.inf, dtype=D.dtype, device=D.device).tril_()
+    distinct = D + off_pairs                     # the pairs i < j; +inf elsewhere
+    min_sq = distinct.amin()
+    if reduction == "max":
+        grad = (distinct == min_sq).to(D.dtype)
+        return -t * min_sq, grad.mul_(-t / grad.sum()), min_sq
+    if pairs == "distinct":
+        logits = distinct * -t                   # -inf off the upper triangle: weight 0 there
+        count = M * (M - 1) / 2
+    else:
+        logits = D * -t
+        count = M * M
+    weights = torch.softmax(logits.view(-1), dim=0).view(M, M)
+    # The largest logit m has weight exp(0) / Z, so log sum exp(logits) = m + log Z = m - log max(weights).
+    loss = logits.amax() - weights.amax().log() - math.log(count)
+    return loss, weights.mul_(-t), min_sq

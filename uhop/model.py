@@ -9,7 +9,7 @@ from .energy import energy as _energy
 from .retrieval import association as _association
 from .retrieval import retrieve as _retrieve
 from .separation import separation as _separation
-from .stage1 import _D, _Default, fit_kernel
+from .stage1 import fit_kernel
 
 __all__ = ["UHop"]
 
@@ -25,24 +25,21 @@ class UHop:
     Args:
         separation: "softmax", "sparsemax", "entmax15" or alpha in [1, 2].
         beta: inverse temperature (inside Sep).
-        t, epochs, lr, loss, d_phi, normalize_rows, init, seed, **fit_kwargs:
-            passed to :func:`~uhop.stage1.fit_kernel` (``preset=`` included).
         steps: default number T of retrieval steps.
+        seed, **fit_kwargs: passed to :func:`~uhop.stage1.fit_kernel`: ``epochs`` (N, default
+            100), any :class:`~uhop.stage1.Stage1Settings` field (``t``, ``lr``, ``loss``,
+            ``d_phi``, ``normalize_rows``, ``init``, ...), ``settings=`` or ``preset=``.
 
     With ``init="identity"`` and ``epochs=0``, W = I (row normalisation of I
     is a no-op) and U-Hop is exactly the modern Hopfield model of Eq (1.2).
     """
 
-    def __init__(self, separation="softmax", beta: float = 1.0, t=_D["t"], epochs=_D["epochs"],
-                 lr=_D["lr"], loss=_D["loss"], d_phi=_D["d_phi"],
-                 normalize_rows=_D["normalize_rows"], init=_D["init"], steps: int = 1,
-                 seed=None, **fit_kwargs):
+    def __init__(self, separation="softmax", beta: float = 1.0, *, steps: int = 1, seed=None, **fit_kwargs):
         self.separation = _separation(separation)
         self.beta = check_positive(beta, "beta")
         self.steps = check_int(steps, "steps", minimum=1)
         self.seed = seed
-        self._fit_args = dict(t=t, epochs=epochs, lr=lr, loss=loss, d_phi=d_phi,
-                              normalize_rows=normalize_rows, init=init, **fit_kwargs)
+        self._fit_args = fit_kwargs
         self.memories_ = None
         self.kernel_ = None
         self.history_ = None
@@ -91,7 +88,7 @@ class UHop:
 
     def __repr__(self) -> str:
         # Only the Stage I arguments the user set (defaults / preset values are implied).
-        fit = "".join(f", {k}={v!r}" for k, v in self._fit_args.items() if not isinstance(v, _Default))
+        fit = "".join(f", {k}={v!r}" for k, v in self._fit_args.items())
         state = "fitted" if self.fitted else "not fitted"
         if self.fitted:
             M, d = self.memories_.shape

@@ -1,9 +1,9 @@
 r"""Stage I in Gram form: plain gradient descent on W without ever forming a d x d product.
 
 Why this works (derived in the book's Performance chapter).  Write the training memories as the
-columns of Xi (d x M) and the features as F = W Xi (D_Phi x M).  The separation loss depends on W
-only through the Gram matrix of the features, K = F^T F = Xi^T W^T W Xi (M x M): L = g(K).  Its
-gradient is therefore
+columns of Xi (d x M) and the features as F = W Xi (D_Phi x M).  The separation loss
+(Definition 2.2) depends on W only through the Gram matrix of the features,
+K = F^T F = Xi^T W^T W Xi (M x M): L = g(K).  Its gradient is therefore
 
     grad_W L = W Xi C Xi^T,    C = Gamma + Gamma^T,   Gamma = dg/dK   (M x M),
 
@@ -13,93 +13,116 @@ form W_k = W_0 (I + Xi A_k Xi^T) with an M x M matrix A_k, and
     A_{k+1} = A_k - eta_k (I + A_k S) C_k,        S = Xi^T Xi,
     K_k     = P_k H P_k^T,   P_k = I + S A_k^T,   H = (W_0 Xi)^T (W_0 Xi).
 
-A step costs O(M^3) whatever d and D_Phi are; W is materialised once at the end,
-W = W_0 + (W_0 Xi) A Xi^T, and ||W_k||_F^2 = ||W_0||_F^2 + 2 tr(H A) + tr(A^T H A S) is tracked
-without it.  Momentum-free SGD with any learning-rate schedule fits this form; Adam does not
-(its update is elementwise in W), so it keeps the autograd engine.
+C_k is written in closed form (:func:`gram_coefficient`), so a step is four M x M products and
+a few M x M elementwise operations, O(M^3) whatever d and D_Phi are.  W is materialised once at
+the end, W = W_0 + (W_0 Xi) A Xi^T, and ||W_k||_F^2 = ||W_0||_F^2 + 2 tr(H A) + tr(A^T H A S)
+is tracked without it.  Momentum-free SGD with any learning-rate schedule fits this form; Adam
+does not (its update is elementwise in W), so it keeps the autograd engine of :mod:`uhop.stage1`.
 """
 
 from __future__ import annotations
 
+from typing import Callable, Collection, Sequence
 
 import torch
 
-from .loss import _loss_from_sq_distances, _upper
+from .loss import loss_grad_from_sq_distances, sq_distances_from_gram
 
-__all__ = ["sq_distances_from_gram", "fit_gram"]
+__all__ = ["gram_coefficient", "fit_gram"]
 
 
-def sq_distances_from_gram(K: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """(M, M) squared feature distances from the feature Gram matrix K = F^T F.
+def gram_coefficient(K: torch.Tensor, t: float, reduction: str, pairs: str, normalize: bool):
+    r"""Loss g(K), the M x M coefficient C = Gamma + Gamma^T of its W-gradient, and min D, in closed form.
 
-    With ``normalize`` the features are L2-normalised first (App D.2):
-    ||f_u/|f_u| - f_v/|f_v|||^2 = 2 - 2 K_uv / sqrt(K_uu K_vv).
+    With D = D(K) the squared feature distances (:func:`uhop.loss.sq_distances_from_gram`) and
+    G = dL/dD (:func:`uhop.loss.loss_grad_from_sq_distances`), let G_s = G + G^T with its
+    diagonal dropped (D's diagonal is held at 0).  The chain rule through D(K) gives
+
+    * raw features, D_uv = K_uu + K_vv - 2 K_uv:
+      ``C = -2 G_s + 2 diag(G_s 1)``;
+    * normalised features (App D.2), D_uv = 2 - 2 c_uv with c_uv = K_uv r_u r_v, r = diag(K)^(-1/2):
+      ``C = -2 G_s o (r r^T) + 2 diag(r^2 o (G_s o c) 1)``, with c = 1 - D / 2,
+
+    since dD_uv/dK_uv = -2 r_u r_v and dD_uv/dK_uu = c_uv r_u^2.  Where D was clamped at 0
+    (coincident features) the closed form keeps the gradient that the clamp's subgradient drops;
+    the pair's contribution to grad_W L, 2 (f_u - f_v)(xi_u - xi_v)^T, is zero there anyway.
+
+    Returns ``(loss, C, min_sq)``, tensors (``min_sq`` is the smallest squared distance).
     """
-    diag = torch.diagonal(K)
+    D = sq_distances_from_gram(K, normalize)
+    loss, G, min_sq = loss_grad_from_sq_distances(D, t, reduction, pairs)
+    Gs = G + G.T
+    Gs.diagonal().zero_()
     if normalize:
-        inv = diag.clamp_min(torch.finfo(K.dtype).tiny).rsqrt()
-        D = 2.0 - 2.0 * K * inv[:, None] * inv[None, :]
+        r = torch.diagonal(K).clamp_min(torch.finfo(K.dtype).tiny).rsqrt()
+        diag = (Gs.sum(1) - 0.5 * (Gs * D).sum(1)) * r.square()     # r_u^2 sum_v G_s,uv c_uv
+        C = Gs.mul_(r[:, None] * r[None, :])
     else:
-        D = diag[:, None] + diag[None, :] - 2.0 * K
-    D = D.clamp_min(0.0)
-    return D * (1.0 - torch.eye(D.shape[0], dtype=D.dtype, device=D.device))
+        diag = Gs.sum(1)
+        C = Gs
+    C.diagonal().sub_(diag)
+    return loss, C.mul_(-2.0), min_sq
 
 
-def _loss_and_coefficient(K: torch.Tensor, s: dict):
-    """Loss g(K), the M x M coefficient C = Gamma + Gamma^T of the W-gradient, and the min distance."""
-    K = K.detach().requires_grad_(True)
-    D = sq_distances_from_gram(K, s["normalize_features"])
-    loss = _loss_from_sq_distances(D, s["t"], s["loss"], s["pairs"])
-    (gamma,) = torch.autograd.grad(loss, K)
-    min_dist = float(_upper(D.detach()).min().sqrt())
-    return float(loss.detach()), gamma + gamma.T, min_dist
+def fit_gram(weight: torch.Tensor, train: torch.Tensor, rates: Sequence[float], *, t: float, reduction: str,
+             pairs: str, normalize_features: bool, record_steps: Collection[int], checkpoints: Collection[int] = (),
+             identity: bool = False, final_features: bool = False,
+             report: Callable | None = None):
+    """Plain-SGD Stage I on M x M quantities: ``len(rates)`` steps, ``weight`` updated in place at the end.
 
+    Args:
+        weight: (D_Phi, d) initial W_0; overwritten with W_N (no autograd).
+        train: (M, d) training memories (rows).
+        rates: the learning rate of every step (the schedule, computed by the caller).
+        t, reduction, pairs, normalize_features: the loss (already validated).
+        record_steps: steps (0..N) whose diagnostics are returned; step 0 is the initial W.
+        checkpoints: steps at which to return a copy of W.
+        identity: W_0 is known to be the identity (skips the M x d x D_Phi product W_0 Xi).
+        final_features: also return the features W_N xi_mu (M, D_Phi), from M x M work.
+        report: called as ``report(step, loss, min_distance, w_norm)`` (0-dim tensors) at the
+            recorded steps (progress printing).
 
-def fit_gram(kernel, train: torch.Tensor, s: dict, history, progress: bool) -> None:
-    """Plain-SGD Stage I on the M x M quantities; updates ``kernel.weight`` in place at the end.
-
-    Same contract as :func:`uhop.stage1._fit_autograd` (history lists get ``epochs + 1`` entries
-    of loss, min distance and ||W||_F, and ``epochs`` learning rates).  The recursion runs in the
-    memories' dtype, like the autograd engine: in float64 the two engines agree to ~1e-12; in
-    float32 the Gram engine stays as close to a float64 run as float32 autograd does (tested).
+    Returns ``(diagnostics, snapshots, features)``: an (R, 3) tensor of the loss, min distance
+    and ||W||_F at the R recorded steps (in order), ``{step: W}`` for the checkpoints, and the
+    final features (or None).  The recursion runs in the memories' dtype, like the autograd
+    engine: in float64 the two agree to ~1e-12; in float32 the Gram engine stays as close to a
+    float64 run as float32 autograd does (tested).
     """
-    from .stage1 import _lr_at  # the schedule is shared with the autograd engine
-
-    if s["optimizer"] != "sgd":
-        raise ValueError(f"engine='gram' needs optimizer='sgd' (plain gradient descent), got {s['optimizer']!r}")
-    W0 = kernel.weight.detach()
-    dtype = train.dtype
     X = train.detach()                                    # (M, d): the columns of Xi as rows
-    identity = W0.shape[0] == W0.shape[1] and torch.equal(W0, torch.eye(W0.shape[0], dtype=W0.dtype, device=W0.device))
+    W0 = weight.detach()
     F0 = X if identity else X @ W0.T                      # (M, D): rows are W_0 xi_mu
     S = X @ X.T                                           # Xi^T Xi
-    H = F0 @ F0.T                                         # (W_0 Xi)^T (W_0 Xi)
+    H = S if identity else F0 @ F0.T                      # (W_0 Xi)^T (W_0 Xi)
+    w0_sq = (torch.tensor(float(W0.shape[1]), dtype=X.dtype, device=X.device) if identity
+             else torch.linalg.vector_norm(W0, dtype=torch.float64).square().to(X.dtype))
     M = X.shape[0]
-    eye = torch.eye(M, dtype=dtype, device=X.device)
-    A = torch.zeros(M, M, dtype=dtype, device=X.device)
-    w0_sq = float(W0.double().pow(2).sum())
-
-    lr = s["lr"]
-    epochs = s["epochs"]
-    def materialise(A):
-        return W0 + F0.T @ (A @ X)                        # W_0 + (W_0 Xi) A Xi^T
-
+    A = torch.zeros(M, M, dtype=X.dtype, device=X.device)
+    records, snapshots = [], {}
+    epochs = len(rates)
     for i in range(epochs + 1):
-        if i in s.get("checkpoints", ()):
-            history.checkpoints[i] = materialise(A)
+        if i in checkpoints:
+            snapshots[i] = torch.addmm(W0, F0.T, A @ X)    # W_0 + (W_0 Xi) A Xi^T
         # Four M x M products per step: AS, H(AS), K and the update.
         AS = A @ S
         HAS = H @ AS
-        K = H + HAS + HAS.T + AS.T @ HAS                   # (I + S A^T) H (I + A S)
-        loss, C, min_dist = _loss_and_coefficient(K, s)
-        # ||W||_F^2 = ||W_0||^2 + 2 tr(H A) + tr(A^T H A S), with traces as elementwise sums.
-        w_sq = w0_sq + 2.0 * float((H * A.T).sum()) + float((HAS * A).sum())
-        history.record(i, loss, min_dist, max(w_sq, 0.0) ** 0.5, progress, "gram")
+        K = H + HAS
+        K += HAS.T
+        K.addmm_(AS.T, HAS)                               # (I + S A^T) H (I + A S)
+        loss, C, min_sq = gram_coefficient(K, t, reduction, pairs, normalize_features)
+        if i in record_steps:
+            # ||W||_F^2 = ||W_0||^2 + 2 tr(H A) + tr(A^T H A S); H is symmetric, so both traces
+            # are dot products of the flattened matrices.
+            w_sq = w0_sq + 2.0 * torch.dot(H.view(-1), A.view(-1)) + torch.dot(HAS.view(-1), A.view(-1))
+            records.append(torch.stack((loss, min_sq, w_sq)))
+            if report is not None:
+                report(i, loss, min_sq.sqrt(), w_sq.clamp_min(0.0).sqrt())
         if i == epochs:
             break
-        lr = _lr_at(s["lr_schedule"], s["lr"], lr, i)
-        history.lr.append(lr)
-        A = A - lr * (C + AS @ C)                           # A - lr (I + A S) C
+        update = torch.addmm(C, AS, C)                    # (I + A S) C
+        A -= update.mul_(rates[i])
 
-    with torch.no_grad():
-        kernel.weight.copy_(materialise(A))
+    diagnostics = torch.stack(records)
+    diagnostics[:, 1:] = diagnostics[:, 1:].clamp_min(0.0).sqrt()
+    features = torch.addmm(F0, S @ A.T, F0) if final_features else None   # X W_N^T = F_0 + S A^T F_0
+    W0.addmm_(F0.T, A @ X)
+    return diagnostics, snapshots, features
