@@ -76,13 +76,14 @@ def table(frame, fmt="{:.3g}", index: bool = True, caption: str | None = None, s
     """A table for a chapter: human labels are the caller's, numbers formatted with ``fmt`` (a format string or
     a dict per column), compact cells, empty cells blank. With ``scroll=True`` it sits in its own horizontally
     scrolling box (for genuinely wide data); otherwise it must fit the column (the site test checks it).
-    Cells do not wrap, so numbers stay on one line, unless ``wrap=True`` (for tables of sentences).
+    Data cells do not wrap, so numbers stay on one line, unless ``wrap=True`` (for tables of sentences).
     Returns an object the notebook displays."""
     from IPython.display import HTML
 
     st = frame.style.format(fmt, na_rep="")
-    cells = "padding: 2px 8px;" + ("" if wrap else " white-space: nowrap;")
-    st = st.set_table_styles([{"selector": "td, th", "props": cells},
+    # numbers stay on one line; headers may wrap
+    st = st.set_table_styles([{"selector": "td, th", "props": "padding: 2px 8px;"},
+                              {"selector": "td", "props": "" if wrap else "white-space: nowrap;"},
                               {"selector": "caption", "props": "caption-side: top; text-align: left;"}])
     if not index:
         st = st.hide(axis="index")
