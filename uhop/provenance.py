@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_text", "writer_lock"]
+__all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_text", "writer_lock", "lock_holder",
+           "LockedError"]
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -108,26 +109,64 @@ def write_manifest(
     return manifest
 
 
-@contextlib.contextmanager
-def writer_lock(path: str | os.PathLike, what: str = "results file"):
-    """Hold an exclusive lock on ``<path>.lock`` for the block: one writer per results file.
+class LockedError(RuntimeError):
+    """A results file's writer lock is held by someone else (``holder``: ``"pid N on HOST"``)."""
 
-    A second holder (another process, or the same one) gets ``RuntimeError`` at once, naming the holder,
-    instead of interleaving its writes with the first one's.  The lock dies with its process, so a crashed
-    writer never leaves a stale lock behind.
-    """
+    def __init__(self, message: str, lock: Path, holder: str):
+        super().__init__(message)
+        self.lock, self.holder = lock, holder
+
+
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """Who holds the :func:`writer_lock` of ``path`` right now (``"pid N on HOST"``), or ``None`` when it is free.
+
+    A probe only: it can tell a person who is writing, but only :func:`writer_lock` itself excludes a second
+    writer.  It takes a free lock for an instant, so a writer starting in that very instant is refused (with the
+    usual message): never two writers, at worst none."""
     import fcntl
 
     lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    if not lock.exists():
+        return None
     with open(lock, "a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise RuntimeError(f"{path} ({what}) is being written by {holder} (lock {lock}); wait for it or stop it "
-                               "-- two writers on one results file are refused") from None
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
+@contextlib.contextmanager
+def writer_lock(path: str | os.PathLike, what: str = "results file", wait: float = 0.0):
+    """Hold an exclusive lock on ``<path>.lock`` for the block: one writer per results file.
+
+    A second holder (another process, or the same one) gets :class:`LockedError` (a ``RuntimeError``) naming
+    the holder, at once or after waiting up to ``wait`` seconds for the lock to be released, instead of
+    interleaving its writes with the first one's.  The lock dies with its process, so a crashed writer never
+    leaves a stale lock behind (a retry after a killed worker waits a few seconds for it to go).
+    """
+    import fcntl
+    import time
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + max(float(wait), 0.0)
+    with open(lock, "a+") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                waited = f" (waited {wait:g} s)" if wait else ""
+                raise LockedError(f"{path} ({what}) is being written by {holder} (lock {lock}){waited}; wait for it "
+                                  "or stop it -- two writers on one results file are refused", lock, holder) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {platform.node()}\n")
