@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -138,7 +139,8 @@ def main(argv=None) -> dict:
           f"{platform.system()} | dtype {dtype}")
     result = dict(torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
                   processor=platform.processor(), python=platform.python_version(), quick=args.quick,
-                  dtype=str(dtype), sections=list(args.sections))
+                  dtype=str(dtype), sections=list(args.sections),
+                  load_average_at_start=list(os.getloadavg()))  # other jobs on the machine (1, 5, 15 min)
     if "core" in args.sections:
         result.update(core(args, dtype))
     if "fitted" in args.sections:
