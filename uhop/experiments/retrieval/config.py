@@ -12,7 +12,7 @@ from typing import Iterable
 import torch
 
 from ..._checks import check_choice, check_positive
-from ...stage1 import FIT_DEFAULTS, PRESETS
+from ...stage1 import PRESETS, Stage1Settings
 from .registry import (
     CORRUPTIONS,
     DATASETS,
@@ -231,16 +231,15 @@ def stage1_settings(protocol: str, corruption: str = "mask", noise_mode: str = "
     check_choice(noise_mode, "noise_mode", NOISE_MODES)
     loss = default_loss(protocol, corruption, noise_mode) if loss is None else check_choice(loss, "loss", LOSSES)
     if proto.official_stage1:
-        s = dict(PRESETS["official_max" if loss == "max" else "official_avg"])
         # masked-query scripts train on Xi[:int(0.5 M)]; the noise scripts on all memories
-        s["train_fraction"] = 0.5 if corruption == "mask" else 1.0
-        if float(t) != s["t"]:
-            raise ValueError(f"the official protocol hard-codes t = {s['t']}, got t={t}")
+        s = PRESETS["official_max" if loss == "max" else "official_avg"].replace(
+            train_fraction=0.5 if corruption == "mask" else 1.0)
+        if float(t) != s.t:
+            raise ValueError(f"the official protocol hard-codes t = {s.t}, got t={t}")
     else:
-        # fit_kernel's defaults are Algorithm 1 as the paper states it (identity init, plain SGD at lr 1,
+        # Stage1Settings' defaults are Algorithm 1 as the paper states it (identity init, plain SGD at lr 1,
         # rows of W normalised, features normalised inside the loss, all memories)
-        s = {k: v for k, v in FIT_DEFAULTS.items() if k != "epochs"}
-        s.update(loss=loss, t=float(t))
+        s = Stage1Settings(loss=loss, t=float(t))
     if lr is not None:
-        s["lr"] = float(lr)
-    return s
+        s = s.replace(lr=float(lr))
+    return dict(s)
