@@ -121,3 +121,23 @@ def test_provenance_list_and_missing_files(tmp_path):
     assert "`python -m uhop.reproduce run --only run_a`" in text and "mnist (torchvision)" in text
     assert "**Missing results files:** `b.csv`" in text
     assert files.load("a.csv")["x"].tolist() == [1] and files.missing == []
+
+
+def test_result_files_come_from_the_full_size_spec(tmp_path):
+    from uhop.experiments import report
+
+    (tmp_path / "notebooks").mkdir()
+    spec = tmp_path / "notebooks" / "full_size.yml"
+    spec.write_text("runs:\n"
+                    "  - {name: a, notebook: nb, parameters: {output: ../results/x/a.csv}}\n"
+                    "  - {name: b, notebook: nb, parameters: {output: ../results/y/b.csv}}\n"
+                    "  - {name: c, notebook: nb, parameters: {seed: 1}}\n"
+                    "  - {name: d, notebook: nb, parameters: {output: ../results/x/sub/d.csv}}\n")
+    files = report.ResultFiles.from_full_size(tmp_path / "results" / "x", spec)
+    assert files.runs == {"a.csv": "a", "sub/d.csv": "d"}
+    # the repository's own spec: every retrieval results file the book reads is declared there
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    repo = report.ResultFiles.from_full_size(root / "results" / "retrieval", root / "notebooks" / "full_size.yml")
+    assert "capacity/mnist_paper.csv" in repo.runs and repo.runs["capacity/mnist_paper.csv"] == "mnist_grid_paper"

@@ -249,6 +249,23 @@ class ResultFiles:
     def __init__(self, root, runs: dict):
         self.root, self.runs, self.missing = Path(root), dict(runs), []
 
+    @classmethod
+    def from_full_size(cls, root, spec=None):
+        """Every results file under ``root`` that a run of ``notebooks/full_size.yml`` (or ``spec``) writes, named
+        by its path below ``root``, with that run: the file list of a chapter is the spec's, not a copy of it."""
+        from ..reproduce import load_runs
+
+        root = Path(root).resolve()
+        runs = load_runs(Path(spec) if spec else None)
+        notebooks = Path(spec).resolve().parent if spec else Path(__file__).resolve().parents[2] / "notebooks"
+        found = {}
+        for run in runs:
+            output = (run.get("parameters") or {}).get("output")
+            path = (notebooks / output).resolve() if output else None
+            if path is not None and root in path.parents:
+                found[str(path.relative_to(root))] = run["name"]
+        return cls(root, dict(sorted(found.items())))
+
     def load(self, name):
         import pandas as pd
 
