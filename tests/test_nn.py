@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 import uhop
 from uhop.nn import (FeatureMap, Hopfield, HopfieldLayer, HopfieldPooling, SeparationModule, UHopfield,
-                     attention_matrix, dl_separation_loss, feature_separation_loss, realize_attention)
+                     attention_matrix, hopfield_layers, dl_separation_loss, feature_separation_loss, realize_attention)
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -82,7 +82,8 @@ def test_separation_selects_the_map():
     weights = {}
     for sep in ["softmax", "sparsemax", "entmax15"]:
         torch.manual_seed(1)
-        layer = Hopfield(8, separation=sep, scaling=2.0)
+        # init="pytorch": hflayers' N(0, 0.02^2) projections would make every map nearly uniform here
+        layer = Hopfield(8, separation=sep, scaling=2.0, init="pytorch")
         a = layer.get_association_matrix(x)
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
         weights[sep] = a
@@ -340,15 +341,20 @@ def test_realize_attention_errors(case, match):
     (lambda: Hopfield(8, separation=0.5), ValueError, r"separation must lie in \[1, 2\]"),
     (lambda: Hopfield(8, separation="learnable", alpha_init=1.0), ValueError, r"alpha_init must lie in \(1, 2\]"),
     (lambda: Hopfield(8, separation="learnable", alpha_init=2.5), ValueError, "alpha_init"),
-    (lambda: Hopfield(8, num_heads=3), ValueError, r"hidden_size \(8\) must be divisible by num_heads \(3\)"),
-    (lambda: Hopfield(8, hidden_size=12, num_heads=5), ValueError, "hidden_size"),
-    (lambda: Hopfield(8, pattern_size=10, num_heads=4), ValueError, "pattern_size"),
+    (lambda: Hopfield(8, num_heads=3), ValueError, r"input_size \(8\) must be divisible by num_heads \(3\)"),
+    (lambda: Hopfield(8, hidden_size=0), ValueError, "hidden_size must be >= 1"),
+    (lambda: Hopfield(8, hidden_size=4, state_pattern_as_static=True), ValueError,
+     r"hidden_size \(per head\) must be 8 with static state patterns"),
+    (lambda: Hopfield(8, pattern_size=3, pattern_projection_as_static=True), ValueError,
+     r"pattern_size \(per head\) must be None or 8"),
+    (lambda: Hopfield(8, disable_out_projection=True, output_size=5), ValueError, "output_size must be None or"),
+    (lambda: Hopfield(8, init="xavier"), ValueError, "init.*'hflayers', 'pytorch'"),
     (lambda: Hopfield(8, kernel="rbf"), ValueError, "unknown kernel 'rbf'"),
     (lambda: Hopfield(8, d_phi=4), ValueError, "d_phi is only used with kernel='linear'"),
     (lambda: Hopfield(8, kernel="linear", d_phi=4), ValueError, "d_phi must be >= d"),
     (lambda: Hopfield(8, kernel="linear", stored_pattern_size=6), ValueError, "stored_pattern_size"),
     (lambda: Hopfield(8, scaling=-1.0), ValueError, "scaling must be > 0"),
-    (lambda: Hopfield(8, num_heads=2, scaling=[1.0]), ValueError, "scaling must be one float or num_heads"),
+    (lambda: Hopfield(8, num_heads=2, scaling=[1.0]), ValueError, "scaling must be one value or num_heads = 2 values"),
     (lambda: Hopfield(8, dropout=1.0), ValueError, "dropout"),
     (lambda: Hopfield(8, update_steps_max=-1), ValueError, "update_steps_max"),
     (lambda: Hopfield(), ValueError, "input_size"),
@@ -382,9 +388,10 @@ def test_bad_forward_inputs_name_expected_and_given():
 
 
 def test_scaling_default_is_inverse_sqrt_head_dim():
-    layer = Hopfield(16, num_heads=4)
-    assert layer.scaling == (0.5,) * 4
+    layer = Hopfield(16, num_heads=4)                   # hidden_size = 16 // 4 = 4 per head
+    assert layer.scaling == 0.5 and layer.hidden_size == 4
     assert math.isclose(Hopfield(16, num_heads=2, scaling=[0.1, 0.2]).scaling[1], 0.2)
+    assert Hopfield(16, num_heads=2, hidden_size=9).scaling == 1 / 3
 
 
 @pytest.mark.parametrize("solver", ["newton", "bisect"])
@@ -421,3 +428,206 @@ def test_learnable_alpha_bisect_steps_override_is_honoured():
         SeparationModule("learnable", bisect_iters=0)
     with pytest.raises(ValueError, match="solver"):
         SeparationModule("learnable", solver="halley")
+
+
+# -- hflayers semantics: sizes, init, masks, update steps, appended patterns -------------------------------------
+
+
+def _plain_forward(layer, x):
+    """The layer's computation written out with torch primitives, in the layer's own order of operations."""
+    H, hd = layer.num_heads, layer.hidden_size
+    y = layer.norm_stored(x)
+    r = layer.norm_state(x)
+    p = layer.norm_projection(x)
+    B, N, _ = x.shape
+    q = torch.nn.functional.linear(r, layer.q_proj.weight, layer.q_proj.bias).view(B, N, H, hd).transpose(1, 2)
+    k = torch.nn.functional.linear(y, layer.k_proj.weight, layer.k_proj.bias).view(B, N, H, hd).transpose(1, 2)
+    v = torch.nn.functional.linear(p, layer.v_proj.weight, layer.v_proj.bias)
+    v = v.view(B, N, H, layer.pattern_size).transpose(1, 2)
+    beta = torch.tensor((layer.scaling,) * H, dtype=x.dtype).view(1, H, 1, 1)
+    a = torch.softmax(beta * (q @ k.transpose(-1, -2)), dim=-1)
+    out = (a @ v).transpose(1, 2).reshape(B, N, H * layer.pattern_size)
+    return torch.nn.functional.linear(out, layer.out_proj.weight, layer.out_proj.bias)
+
+
+def test_pytorch_init_is_the_linear_default_drawn_in_construction_order():
+    # Pins what the companion's models were trained with (they pass init="pytorch" and explicit per-head sizes):
+    # the same random draws as building the four nn.Linear directly, the same LayerNorms, and a forward pass equal
+    # bit for bit to the computation written out.
+    torch.manual_seed(11)
+    layer = Hopfield(12, hidden_size=4, output_size=12, pattern_size=4, num_heads=3, init="pytorch")
+    after = torch.get_rng_state()
+    torch.manual_seed(11)
+    direct = [torch.nn.Linear(12, 12) for _ in range(4)]
+    assert torch.equal(torch.get_rng_state(), after)
+    for lin, ref in zip((layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj), direct):
+        assert torch.equal(lin.weight, ref.weight) and torch.equal(lin.bias, ref.bias)
+    assert [n for n, _ in layer.named_parameters()] == [
+        f"{m}.{p}" for m in ("norm_stored", "norm_state", "norm_projection", "q_proj", "k_proj", "v_proj", "out_proj")
+        for p in ("weight", "bias")]
+    x = torch.randn(2, 5, 12)
+    assert torch.equal(layer(x), _plain_forward(layer, x))
+    # the learned queries of HopfieldPooling: drawn after the inner layer, truncated normal
+    torch.manual_seed(5)
+    pool = HopfieldPooling(12, hidden_size=4, pattern_size=4, num_heads=3, quantity=2, init="pytorch")
+    torch.manual_seed(5)
+    Hopfield(12, hidden_size=4, pattern_size=4, num_heads=3, init="pytorch")
+    ref = torch.nn.init.trunc_normal_(torch.empty(1, 2, 12), std=0.02)
+    assert torch.equal(pool.pooling_weights, ref)
+
+
+def test_models_build_their_layers_with_explicit_sizes():
+    # the layers inside the models are exactly Hopfield(d, hidden_size=d // H, output_size=d, pattern_size=d // H,
+    # init="pytorch", ...) as built directly: same parameter names and shapes, same values from the same seed
+    from uhop.models.stanhop import STanHopNet, _hopfield_kwargs
+    from uhop.models.vision import HopfieldViT, _hopfield
+
+    torch.manual_seed(2)
+    layer = _hopfield(16, 4, "sparsemax", True, 0.1, None, False, False)
+    torch.manual_seed(2)
+    direct = Hopfield(16, hidden_size=4, output_size=16, pattern_size=4, num_heads=4, separation="sparsemax",
+                      dropout=0.1, kernel="linear", normalize_stored_pattern=False, normalize_state_pattern=False,
+                      normalize_pattern_projection=False, init="pytorch")
+    assert list(layer.state_dict()) == list(direct.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(), direct.state_dict().values()))
+    kw = _hopfield_kwargs(16, 4, "learnable", 1.5, True, False)
+    assert (kw["hidden_size"], kw["pattern_size"], kw["output_size"], kw["init"]) == (4, 4, 16, "pytorch")
+    for model in (HopfieldViT(image_size=16, patch_size=8, dim=16, depth=1, num_heads=4, num_classes=3),
+                  STanHopNet(3, 24, 12, d_model=16, n_heads=4, d_ff=8, factor=2)):
+        for m in hopfield_layers(model):
+            assert m.q_proj.weight.shape == m.k_proj.weight.shape == m.v_proj.weight.shape == (16, 16)
+            assert m.out_proj.weight.shape == (16, 16) and m.init == "pytorch"
+    with pytest.raises(ValueError, match=r"dim \(10\) must be divisible by num_heads \(4\)"):
+        _hopfield(10, 4, "softmax", False, 0.0, None, False, True)
+
+
+def test_hflayers_init_scheme_and_reset_parameters():
+    torch.manual_seed(0)
+    layer = Hopfield(64, num_heads=4, kernel="linear")
+    for lin in (layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj):
+        assert abs(float(lin.weight.detach().std()) - 0.02) < 0.002 and float(lin.bias.detach().abs().max()) == 0.0
+    before = layer.q_proj.weight.clone()
+    with torch.no_grad():
+        layer.feature_map.weight.mul_(3.0)
+        layer.norm_state.weight.fill_(2.0)
+    layer.reset_parameters()
+    assert not torch.equal(layer.q_proj.weight, before)
+    torch.testing.assert_close(layer.feature_map.weight, torch.eye(64))
+    torch.testing.assert_close(layer.norm_state.weight, torch.ones(64))
+    pool = HopfieldPooling(64, quantity=200)
+    assert abs(float(pool.pooling_weights.detach().std()) - 0.02) < 0.003
+    assert (pool.output_size, pool.state_pattern_dim, pool.hidden_size, pool.quantity) == (64, 64, 64, 200)
+    lookup = HopfieldLayer(8, quantity=3, trainable=False, stored_pattern_size=6, pattern_projection_size=6)
+    assert lookup.lookup_weights.shape == (1, 3, 6) and not lookup.lookup_weights.requires_grad
+
+
+def test_hidden_and_pattern_size_are_per_head():
+    layer = Hopfield(8, hidden_size=8, num_heads=8)            # hflayers: 2,296 parameters
+    assert layer.q_proj.weight.shape == (64, 8) and layer.out_proj.weight.shape == (8, 64)
+    assert sum(p.numel() for p in layer.parameters()) == 2296
+    layer = Hopfield(8, hidden_size=3, pattern_size=5, num_heads=2, output_size=7)
+    assert layer.get_association_matrix(torch.randn(2, 4, 8)).shape == (2, 2, 4, 4)
+    assert layer.get_projected_pattern_matrix(torch.randn(2, 4, 8)).shape == (2, 2, 4, 5)
+    assert layer(torch.randn(2, 4, 8)).shape == (2, 4, 7)
+
+
+def _scores(layer, x):
+    """beta Q K^T of a one-head layer without norms (for checking masks against the definition)."""
+    return layer.scaling * layer.q_proj(x) @ layer.k_proj(x).transpose(-1, -2)
+
+
+def test_float_masks_are_added_and_bool_masks_exclude():
+    torch.manual_seed(0)
+    layer = Hopfield(4, normalize_stored_pattern=False, normalize_state_pattern=False,
+                     normalize_pattern_projection=False, init="pytorch").double()
+    x = torch.randn(2, 5, 4, dtype=DT)
+    i, j = torch.arange(5)[:, None], torch.arange(5)[None, :]
+    bias = -0.3 * (i - j).abs().to(DT)
+    torch.testing.assert_close(layer.get_association_matrix(x, association_mask=bias)[:, 0],
+                               torch.softmax(_scores(layer, x) + bias, dim=-1))
+    causal = j > i
+    expected = torch.softmax(_scores(layer, x).masked_fill(causal, float("-inf")), dim=-1)
+    torch.testing.assert_close(layer.get_association_matrix(x, association_mask=causal)[:, 0], expected)
+    as_float = torch.zeros(5, 5, dtype=DT).masked_fill(causal, float("-inf"))
+    torch.testing.assert_close(layer.get_association_matrix(x, association_mask=as_float)[:, 0], expected)
+    # 3-D masks are (B * num_heads, Q, M), one per batch item and head
+    per_item = torch.stack([causal, causal.T])
+    a = layer.get_association_matrix(x, association_mask=per_item).detach()
+    assert float(a[0, 0][causal].abs().max()) == 0.0 and float(a[1, 0][causal.T].abs().max()) == 0.0
+    assert bool((a[0, 0][~causal] > 0).all()) and bool((a[1, 0][~causal.T] > 0).all())
+    with pytest.raises(ValueError, match=r"association_mask must have shape \(Q, M\) = \(5, 5\) or \(B \* num_heads"):
+        layer(x, association_mask=torch.zeros(3, 5, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="association_mask must be a bool tensor.*torch.uint8.*mask.bool()"):
+        layer(x, association_mask=causal.to(torch.uint8))
+    with pytest.raises(ValueError, match=r"stored_pattern_padding_mask is a float mask .* NaN or \+inf"):
+        layer(x, stored_pattern_padding_mask=torch.full((2, 5), float("nan"), dtype=DT))
+    with pytest.raises(ValueError, match="every stored pattern is masked for query 3 of batch item 0"):
+        layer(x, association_mask=causal | (i == 3))
+
+
+def test_empty_memory_is_refused_unless_a_zero_pattern_is_appended():
+    x, none = torch.randn(2, 3, 4), torch.randn(2, 0, 4)
+    with pytest.raises(ValueError, match=r"stored_pattern holds no patterns \(M = 0\)"):
+        Hopfield(4)((none, x, none))
+    layer = Hopfield(4, add_zero_association=True, disable_out_projection=True, input_bias=False)
+    torch.testing.assert_close(layer((none, x, none)), torch.zeros(2, 3, 4))   # retrieves the zero pattern
+
+
+def test_appended_patterns_match_torch_multihead_attention():
+    # concat_bias_pattern / add_zero_association append after the projections, like add_bias_kv / add_zero_attn
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(8, 2, add_bias_kv=True, add_zero_attn=True, batch_first=True).double()
+    hop = Hopfield(8, num_heads=2, concat_bias_pattern=True, add_zero_association=True,
+                   normalize_stored_pattern=False, normalize_state_pattern=False,
+                   normalize_pattern_projection=False).double()
+    with torch.no_grad():
+        for lin, w, b in zip((hop.q_proj, hop.k_proj, hop.v_proj), mha.in_proj_weight.chunk(3),
+                             mha.in_proj_bias.chunk(3)):
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+        hop.out_proj.load_state_dict(mha.out_proj.state_dict())
+        hop.key_bias_pattern.copy_(mha.bias_k.view(2, 1, 4))
+        hop.value_bias_pattern.copy_(mha.bias_v.view(2, 1, 4))
+    x = torch.randn(3, 5, 8, dtype=DT)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, :] = True                                  # a fully padded item still has the two appended patterns
+    ref, weights = mha(x, x, x, key_padding_mask=pad, average_attn_weights=False)
+    torch.testing.assert_close(hop(x, stored_pattern_padding_mask=pad), ref)
+    torch.testing.assert_close(hop.get_association_matrix(x, stored_pattern_padding_mask=pad), weights)
+    with pytest.raises(ValueError, match="concat_bias_pattern=True .* needs stored_pattern_as_static=False"):
+        Hopfield(8, concat_bias_pattern=True, stored_pattern_as_static=True)
+
+
+def test_update_steps_stop_per_head():
+    torch.manual_seed(0)
+    xi, q = torch.randn(1, 12, 4, dtype=DT), torch.randn(1, 3, 4, dtype=DT)
+    two = Hopfield(4, num_heads=2, scaling=[4.0, 4.0], update_steps_max=[1, 6], update_steps_eps=[1e-300, 1e-300],
+                   stored_pattern_as_static=True, state_pattern_as_static=True, pattern_projection_as_static=True,
+                   disable_out_projection=True, normalize_stored_pattern=False, normalize_state_pattern=False,
+                   normalize_pattern_projection=False).double()
+    a = two.get_association_matrix((xi, q, xi))
+    assert two.last_update_steps_per_head == (1, 6) and two.update_steps_max == (1, 6)
+    # each head is the single-head dynamics with its own number of steps (static patterns are shared by heads)
+    for h, steps in enumerate((1, 6)):
+        one = Hopfield.retrieval(4, beta=4.0, update_steps_max=steps, update_steps_eps=1e-300).double()
+        torch.testing.assert_close(a[:, h], one.get_association_matrix((xi, q, xi))[:, 0])
+    with pytest.raises(ValueError, match="update_steps_max must be one value or num_heads = 2 values"):
+        Hopfield(4, num_heads=2, update_steps_max=[1, 2, 3])
+
+
+def test_new_keywords_are_checked():
+    with pytest.raises(ValueError, match="association_activation must name a torch function.*'relux'"):
+        Hopfield(4, association_activation="relux")
+    with pytest.raises(ValueError, match="normalize_stored_pattern_affine=True needs normalize_stored_pattern=True"):
+        Hopfield(4, normalize_stored_pattern=False, normalize_stored_pattern_affine=True)
+    with pytest.raises(ValueError, match="normalize_state_pattern_eps must be > 0"):
+        Hopfield(4, normalize_state_pattern_eps=0.0)
+    with pytest.raises(ValueError, match="pattern_projection_size .* must equal stored_pattern_size"):
+        Hopfield(4, pattern_projection_as_connected=True, pattern_projection_size=3)
+    with pytest.raises(TypeError, match="input_bias must be a bool"):
+        Hopfield(4, input_bias=1)
+    layer = Hopfield(4, normalize_stored_pattern=False, normalize_state_pattern_affine=False,
+                     normalize_pattern_projection_eps=0.1, association_activation="relu")
+    assert not layer.normalize_stored_pattern and not layer.normalize_stored_pattern_affine
+    assert layer.normalize_state_pattern and not layer.normalize_state_pattern_affine
+    assert layer.norm_projection.eps == 0.1 and bool((layer(torch.randn(2, 3, 4)) >= 0).all())

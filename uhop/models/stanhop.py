@@ -118,9 +118,13 @@ class CoarseGrain(nn.Module):
         return self.linear(self.norm(merged))
 
 
-def _hopfield_kwargs(n_heads: int, separation, alpha_init: float, uhop: bool, kernel_normalize_rows: bool) -> dict:
-    return dict(num_heads=n_heads, separation=separation, alpha_init=alpha_init,
-                kernel="linear" if uhop else None, kernel_normalize_rows=kernel_normalize_rows)
+def _hopfield_kwargs(d_model: int, n_heads: int, separation, alpha_init: float, uhop: bool,
+                     kernel_normalize_rows: bool) -> dict:
+    # Explicit per-head sizes (d_model split over the heads) and init="pytorch" (nn.Linear's initialisation,
+    # truncated-normal pooling patterns): the layers the committed runs were trained with.
+    return dict(hidden_size=d_model // n_heads, output_size=d_model, pattern_size=d_model // n_heads,
+                num_heads=n_heads, separation=separation, alpha_init=alpha_init,
+                kernel="linear" if uhop else None, kernel_normalize_rows=kernel_normalize_rows, init="pytorch")
 
 
 class TandemHopfieldLayer(nn.Module):
@@ -227,7 +231,7 @@ class STanHopNet(nn.Module):
         self.in_segments = math.ceil(self.input_len / self.seg_len)
         self.out_segments = math.ceil(self.horizon / self.seg_len)
         self.pad = self.in_segments * self.seg_len - self.input_len
-        hop = _hopfield_kwargs(n_heads, separation, alpha_init, self.uhop, kernel_normalize_rows)
+        hop = _hopfield_kwargs(d_model, n_heads, separation, alpha_init, self.uhop, kernel_normalize_rows)
 
         self.embedding = SegmentEmbedding(self.seg_len, d_model)
         self.enc_pos = nn.Parameter(torch.empty(1, self.n_vars, self.in_segments, d_model))

@@ -74,10 +74,16 @@ class PatchEmbedding(nn.Module):
 
 
 def _hopfield(dim, num_heads, separation, uhop, dropout, d_phi, kernel_normalize_rows, normalize):
-    return Hopfield(dim, num_heads=num_heads, separation=separation, dropout=dropout,
+    # Explicit sizes (per head, as in hflayers) and init="pytorch": the layers these models were trained with
+    # (dim-dimensional association and value spaces split over the heads, nn.Linear's initialisation).
+    dim, num_heads = check_int(dim, "dim", minimum=1), check_int(num_heads, "num_heads", minimum=1)
+    if dim % num_heads:
+        raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+    return Hopfield(dim, hidden_size=dim // num_heads, output_size=dim, pattern_size=dim // num_heads,
+                    num_heads=num_heads, separation=separation, dropout=dropout,
                     kernel="linear" if uhop else None, d_phi=d_phi if uhop else None,
                     kernel_normalize_rows=kernel_normalize_rows, normalize_stored_pattern=normalize,
-                    normalize_state_pattern=normalize, normalize_pattern_projection=normalize)
+                    normalize_state_pattern=normalize, normalize_pattern_projection=normalize, init="pytorch")
 
 
 class HopfieldClassifier(nn.Module):

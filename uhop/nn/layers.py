@@ -1,4 +1,5 @@
-r"""Hopfield layers for deep learning, with the API shape of ``hflayers`` and a U-Hop (kernelized) option.
+r"""Hopfield layers for deep learning: the constructor arguments of ``hflayers`` with the same meaning, plus a
+U-Hop (kernelized) option and a choice of separation map.
 
 One forward pass of :class:`Hopfield` is one (or more) step(s) of the modern Hopfield retrieval
 dynamics written in the row convention of transformers (App C of the paper):
@@ -8,22 +9,41 @@ dynamics written in the row convention of transformers (App C of the paper):
     R = norm(state), Y = norm(stored), V0 = norm(projection)          # LayerNorms (optional)
     R, Y = Phi(R), Phi(Y)                                              # U-Hop only: feature map, Eq (2.1)
     Q = R W_Q,  K = Y W_K,  V = V0 W_V                                 # projections (optional: "static")
-    A = Sep(beta * Q K^T)                                              # association, per head
-    repeat update_steps_max times:  Q <- A K;  A = Sep(beta * Q K^T)   # extra retrieval steps
-    out = (dropout(A) V) W_O                                           # heads concatenated, out projection
+    Q, K = norm_h(Q), norm_h(K)                                        # normalize_hopfield_space (optional)
+    A = Sep(beta * Q K^T + mask)                                       # association, per head
+    repeat up to update_steps_max times, per head:                     # extra retrieval steps
+        Q <- A K;  A = Sep(beta * Q K^T + mask)                        #   (a head stops once A moves <= eps)
+    out = act((dropout(A) V) W_O)                                      # heads concatenated, out projection
 
 so the U-Hop layer of Section 3, ``Sep(beta W_K Phi(Xi) W_Q Phi(x)) W_V W_K Xi``, is ``kernel="linear"``:
 ``Phi`` acts on the state and stored patterns before ``W_Q``, ``W_K``; the values come from the raw
 (normalised) projection patterns, as in the official implementation.
 
-Shapes (``batch_first=True``): stored ``(B, M, stored_pattern_size)``, state ``(B, Q, input_size)``,
-projection ``(B, M, pattern_projection_size)`` -> output ``(B, Q, output_size)``.  Unbatched 2-D inputs
-``(M, d)`` / ``(Q, d)`` are accepted and give a 2-D output.
+Sizes follow ``hflayers``: ``hidden_size`` and ``pattern_size`` are **per head** (the association space has
+``num_heads * hidden_size`` dimensions), a *static* pattern is already in the association space of one head and
+is shared by every head.  Shapes (``batch_first=True``): stored ``(B, M, stored_pattern_size)``, state
+``(B, Q, input_size)``, projection ``(B, M, pattern_projection_size)`` -> output ``(B, Q, output_size)``.
+Unbatched 2-D inputs ``(M, d)`` / ``(Q, d)`` are accepted and give a 2-D output.
 
 **Pure retrieval.** With static patterns, no normalisation, no output projection and ``scaling=beta``
 (``Hopfield.retrieval(d, beta=...)`` builds exactly this), ``layer((memories, queries, memories))``
 returns ``T_K^{update_steps_max + 1}(queries)``, i.e. ``uhop.retrieve(queries, memories, beta=beta,
 steps=update_steps_max + 1, kernel=...)``.
+
+**Where we differ from hflayers on purpose** (each is a defect there; the attention chapter of the book lists
+them with the measurements):
+
+* per-head ``scaling`` multiplies whole heads (hflayers multiplies alternating features);
+* static patterns with several heads are shared per batch item (hflayers mixes batch items across heads);
+* ``concat_bias_pattern=True`` appends its learned key/value patterns (hflayers creates them but never uses them;
+  :func:`load_hflayers_state_dict` explains what to do with them);
+* a query whose stored patterns are all masked, an empty memory, a mask of another dtype than bool/float, an
+  unknown ``association_activation`` or an ``output_size`` that the layer cannot produce raise an error naming
+  the argument (hflayers returns NaN, the output bias, or silently ignores the argument);
+* ``normalize_*_affine`` defaults to the value of ``normalize_*`` (hflayers asserts when a normalisation is
+  switched off without also switching off its affine flag);
+* :class:`HopfieldPooling` with ``batch_first=False`` returns ``(B, ...)`` (hflayers flattens across the batch);
+* ``input_size`` is always required (hflayers infers it from the data when every pattern is static).
 """
 
 from __future__ import annotations
@@ -42,11 +62,16 @@ from .kernel import FeatureMap, feature_separation_loss
 from .separation import SeparationModule, make_separation
 
 __all__ = ["Hopfield", "UHopfield", "HopfieldPooling", "HopfieldLayer", "record_stored_patterns",
-           "hopfield_layers", "KERNELS"]
+           "hopfield_layers", "KERNELS", "INITS"]
 
 KERNELS = (None, "linear")
+#: Initialisation schemes: ``"hflayers"`` -- projections and learned patterns ``N(0, 0.02^2)``, biases 0 (as
+#: hflayers); ``"pytorch"`` -- ``nn.Linear``'s default for the projections and a truncated ``N(0, 0.02^2)`` for
+#: learned patterns (the scheme the companion's STanHop and ViT models were trained with).
+INITS = ("hflayers", "pytorch")
 # Cap for update_steps_max=None ("until convergence").
 _MAX_UPDATE_STEPS = 1000
+_INIT_STD = 0.02
 
 
 def _check_bool(value, name):
@@ -59,72 +84,173 @@ def _opt_int(value, name):
     return None if value is None else check_int(value, name, minimum=1)
 
 
+def _affine(affine, normalize: bool, name: str) -> bool:
+    """``normalize_*_affine``: None follows the normalisation switch; True without normalisation is an error."""
+    if affine is None:
+        return normalize
+    _check_bool(affine, name)
+    if affine and not normalize:
+        raise ValueError(f"{name}=True needs {name[:-len('_affine')]}=True (an affine map without the "
+                         f"normalisation has nothing to act on); leave {name} unset or pass False")
+    return affine
+
+
+def _per_head(value, name: str, num_heads: int, check) -> tuple:
+    """One value for every head, or a sequence / 1-D tensor of ``num_heads`` values, each passed through check."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim > 1:
+            raise ValueError(f"{name} must be a number or a 1-D tensor of num_heads = {num_heads} values, "
+                             f"got shape {tuple(value.shape)}")
+        values = value.reshape(-1).tolist()
+        if value.ndim == 0:
+            values = values * num_heads
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+    else:
+        values = [value] * num_heads
+    if len(values) != num_heads:
+        raise ValueError(f"{name} must be one value or num_heads = {num_heads} values (one per head), "
+                         f"got {len(values)}")
+    return tuple(check(v) for v in values)
+
+
+def _steps(value, from_tensor: bool = False):
+    # hflayers: None, or (in a tensor) a negative count, means "until convergence".
+    if value is None or (from_tensor and value < 0):
+        return None
+    return check_int(value, "update_steps_max", minimum=0)
+
+
+def _uniform(values: tuple):
+    """One value when every head has the same, else the per-head tuple (what the properties return)."""
+    return values[0] if len(set(values)) == 1 else values
+
+
 class Hopfield(nn.Module):
     r"""A modern Hopfield layer (Ramsauer et al., 2021), optionally kernelized by U-Hop.
 
+    The positional order and the meaning of the arguments up to ``disable_out_projection`` are those of
+    ``hflayers.Hopfield``; ``separation`` and the later arguments are keyword-only additions.
+
     Args:
-        input_size: size of the state patterns (queries); also the default stored / projection size.
-        hidden_size: total size of the association space (all heads); default ``input_size``
-            (``d_phi`` for static patterns under a kernel).  Must be divisible by ``num_heads``.
-        output_size: size of the output; default ``input_size`` (the value size when
-            ``disable_out_projection``).
-        pattern_size: total size of the projected values; default ``hidden_size``.  Divisible by
-            ``num_heads``.
+        input_size: size of the state patterns (queries); also the default stored / projection / output size.
+        hidden_size: size of the association space **per head** (default ``input_size // num_heads``; the
+            static pattern's size when state or stored patterns are static).
+        output_size: size of the output (default ``input_size``; with ``disable_out_projection`` the output is
+            the concatenated heads, ``num_heads * pattern_size``).
+        pattern_size: size of each head's values (default ``hidden_size``).
         num_heads: number of heads.
-        scaling: beta, the inverse temperature inside Sep: a float or one float per head; default
-            ``1/sqrt(head dim)``.
-        update_steps_max: extra retrieval steps after the first association (0: one step, as in
-            attention; ``None``: until convergence, at most 1000).
-        update_steps_eps: stop once ``max ||Q_new - Q_old|| < eps``.
-        dropout: dropout on the association weights.
-        normalize_stored_pattern / normalize_state_pattern / normalize_pattern_projection: LayerNorm
-            (with affine parameters) on each input.
-        separation: ``"softmax"`` (MHM), ``"sparsemax"`` (sparse MHM), ``"entmax15"``, a float alpha in
-            [1, 2], or ``"learnable"`` (alpha = 1 + sigmoid(a) per head, initialised at ``alpha_init``).
-        alpha_init: initial alpha for ``separation="learnable"``, in (1, 2].
-        batch_first: inputs are ``(B, N, d)``; else ``(N, B, d)``.
+        scaling: beta, the inverse temperature inside Sep: a float, or one float per head (sequence or 1-D
+            tensor); default ``1/sqrt(hidden_size)``, and 1 when every pattern is static without output
+            projection (pure retrieval).
+        update_steps_max: extra retrieval steps after the first association (0: one step, as in attention;
+            ``None``: until convergence, at most 1000); an int or one per head (a negative tensor entry means
+            ``None``, as in hflayers).
+        update_steps_eps: a head stops once its association moved by at most this much in one step (the
+            Frobenius norm over queries and stored patterns, the largest over the batch); one or one per head.
+        normalize_stored_pattern / normalize_state_pattern / normalize_pattern_projection: LayerNorm on each
+            input; ``..._affine``: with learnable scale and shift (default: when normalised); ``..._eps``: the
+            LayerNorm's eps.
+        normalize_hopfield_space: LayerNorm over each head's projected queries and keys (shared by the heads and
+            by queries and keys); ``..._affine``, ``..._eps`` as above (affine off by default, as in hflayers).
+        stored_pattern_as_static / state_pattern_as_static / pattern_projection_as_static: skip the
+            corresponding projection; a static state or stored pattern is in one head's association space and
+            is shared by all heads.  Static values are shared by the heads too, except when the stored patterns
+            are static or the values are connected: then they are split over the heads (as hflayers does).
+        pattern_projection_as_connected: the values first go through the stored patterns' map (``W_K``, and
+            ``Phi`` for U-Hop), then through their own projection.
         stored_pattern_size / pattern_projection_size: sizes of the stored and projection inputs
             (default ``input_size``).
-        stored_pattern_as_static / state_pattern_as_static / pattern_projection_as_static: skip the
-            corresponding projection (use the patterns as they are).
+        batch_first: inputs are ``(B, N, d)``; else ``(N, B, d)``.
+        association_activation: name of a ``torch`` function applied to the output (e.g. ``"tanh"``).
+        dropout: dropout on the association weights.
+        input_bias: biases in the projections (input and output, as in hflayers).
+        concat_bias_pattern: append one learned key and one learned value pattern per head to the stored
+            patterns (needs projected stored patterns and values).
+        add_zero_association: append a zero key and value per head (a query can then retrieve "nothing").
         disable_out_projection: no output projection (heads are only concatenated).
-        bias: biases in the projections.
+        separation: ``"softmax"`` (MHM), ``"sparsemax"`` (sparse MHM), ``"entmax15"``, a float alpha in [1, 2],
+            or ``"learnable"`` (alpha = 1 + sigmoid(a) per head, initialised at ``alpha_init``).
+        alpha_init: initial alpha for ``separation="learnable"``, in (1, 2].
         kernel: ``None`` (dot product) or ``"linear"`` (U-Hop: learnable ``Phi(u) = W u`` on state and stored
             patterns, Eq (2.1)).
         d_phi: feature dimension D_Phi (default: the stored pattern size).
         kernel_normalize_rows: keep the rows of W at unit norm (Algorithm 1, line 4).
         kernel_init: ``"identity"`` (the layer starts as the plain Hopfield layer) or ``"normal"``.
         kernel_bias: affine Phi (as in the official code) instead of the paper's linear Phi.
+        init: ``"hflayers"`` (default: projections ``N(0, 0.02^2)``, biases 0) or ``"pytorch"``
+            (``nn.Linear``'s default; see :data:`INITS`).
+
+    Masks (``forward``): ``stored_pattern_padding_mask`` ``(B, M)`` and ``association_mask`` ``(Q, M)`` or
+    ``(B * num_heads, Q, M)`` are bool (True = masked) or float (added to ``beta * scores``; ``-inf`` masks).
     """
 
     def __init__(self, input_size: int | None = None, hidden_size: int | None = None,
                  output_size: int | None = None, pattern_size: int | None = None, num_heads: int = 1,
-                 scaling: float | Sequence[float] | None = None, update_steps_max: int | None = 0,
-                 update_steps_eps: float = 1e-4, dropout: float = 0.0, normalize_stored_pattern: bool = True,
-                 normalize_state_pattern: bool = True, normalize_pattern_projection: bool = True,
-                 separation="softmax", alpha_init: float = 1.5, batch_first: bool = True,
-                 stored_pattern_size: int | None = None, pattern_projection_size: int | None = None,
+                 scaling=None, update_steps_max=0, update_steps_eps=1e-4,
+                 normalize_stored_pattern: bool = True, normalize_stored_pattern_affine: bool | None = None,
+                 normalize_stored_pattern_eps: float = 1e-5,
+                 normalize_state_pattern: bool = True, normalize_state_pattern_affine: bool | None = None,
+                 normalize_state_pattern_eps: float = 1e-5,
+                 normalize_pattern_projection: bool = True, normalize_pattern_projection_affine: bool | None = None,
+                 normalize_pattern_projection_eps: float = 1e-5,
+                 normalize_hopfield_space: bool = False, normalize_hopfield_space_affine: bool = False,
+                 normalize_hopfield_space_eps: float = 1e-5,
                  stored_pattern_as_static: bool = False, state_pattern_as_static: bool = False,
-                 pattern_projection_as_static: bool = False, disable_out_projection: bool = False,
-                 bias: bool = True, kernel: str | None = None, d_phi: int | None = None,
-                 kernel_normalize_rows: bool = False, kernel_init: str = "identity", kernel_bias: bool = False):
+                 pattern_projection_as_static: bool = False, pattern_projection_as_connected: bool = False,
+                 stored_pattern_size: int | None = None, pattern_projection_size: int | None = None,
+                 batch_first: bool = True, association_activation: str | None = None, dropout: float = 0.0,
+                 input_bias: bool = True, concat_bias_pattern: bool = False, add_zero_association: bool = False,
+                 disable_out_projection: bool = False, *,
+                 separation="softmax", alpha_init: float = 1.5, kernel: str | None = None, d_phi: int | None = None,
+                 kernel_normalize_rows: bool = False, kernel_init: str = "identity", kernel_bias: bool = False,
+                 init: str = "hflayers"):
         super().__init__()
         if input_size is None:
-            raise ValueError("input_size must be given (the size of the state patterns)")
+            raise ValueError("input_size must be given (the size of the state patterns; hflayers can infer it "
+                             "when every pattern is static, uhop.nn checks every size when the layer is built)")
         self.input_size = check_int(input_size, "input_size", minimum=1)
         self.stored_pattern_size = _opt_int(stored_pattern_size, "stored_pattern_size") or self.input_size
         self.pattern_projection_size = (_opt_int(pattern_projection_size, "pattern_projection_size")
                                         or self.input_size)
-        self.num_heads = check_int(num_heads, "num_heads", minimum=1)
+        self.num_heads = H = check_int(num_heads, "num_heads", minimum=1)
         for name in ("normalize_stored_pattern", "normalize_state_pattern", "normalize_pattern_projection",
-                     "batch_first", "stored_pattern_as_static", "state_pattern_as_static",
-                     "pattern_projection_as_static", "disable_out_projection", "bias", "kernel_normalize_rows",
-                     "kernel_bias"):
+                     "normalize_hopfield_space", "normalize_hopfield_space_affine", "batch_first",
+                     "stored_pattern_as_static", "state_pattern_as_static", "pattern_projection_as_static",
+                     "pattern_projection_as_connected", "disable_out_projection", "input_bias",
+                     "concat_bias_pattern", "add_zero_association", "kernel_normalize_rows", "kernel_bias"):
             _check_bool(locals()[name], name)
+        self.init = check_choice(init, "init", INITS)
         self.batch_first = batch_first
+        self.stored_pattern_as_static = stored_pattern_as_static
+        self.state_pattern_as_static = state_pattern_as_static
+        self.pattern_projection_as_static = pattern_projection_as_static
+        self.pattern_projection_as_connected = pattern_projection_as_connected
+        self.add_zero_association = add_zero_association
+        self.concat_bias_pattern = concat_bias_pattern
+        self.input_bias = input_bias
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; valid kernel values: None, 'linear'")
         self.kernel_name = kernel
+        norm_affine = {
+            "stored": _affine(normalize_stored_pattern_affine, normalize_stored_pattern,
+                              "normalize_stored_pattern_affine"),
+            "state": _affine(normalize_state_pattern_affine, normalize_state_pattern,
+                             "normalize_state_pattern_affine"),
+            "projection": _affine(normalize_pattern_projection_affine, normalize_pattern_projection,
+                                  "normalize_pattern_projection_affine"),
+        }
+        if normalize_hopfield_space_affine and not normalize_hopfield_space:
+            raise ValueError("normalize_hopfield_space_affine=True needs normalize_hopfield_space=True")
+        norm_eps = {k: check_positive(v, f"normalize_{n}_eps") for k, n, v in (
+            ("stored", "stored_pattern", normalize_stored_pattern_eps),
+            ("state", "state_pattern", normalize_state_pattern_eps),
+            ("projection", "pattern_projection", normalize_pattern_projection_eps),
+            ("hopfield", "hopfield_space", normalize_hopfield_space_eps))}
+        if pattern_projection_as_connected and self.pattern_projection_size != self.stored_pattern_size:
+            raise ValueError(f"pattern_projection_as_connected=True sends the pattern projections through the stored "
+                             f"patterns' map, so pattern_projection_size ({self.pattern_projection_size}) must equal "
+                             f"stored_pattern_size ({self.stored_pattern_size})")
 
         # U-Hop feature map, shared by state and stored patterns (K(u, v) = <Phi(u), Phi(v)>).
         if kernel == "linear":
@@ -141,85 +267,149 @@ class Hopfield(nn.Module):
             self.feature_map = None
             key_in, query_in = self.stored_pattern_size, self.input_size
 
-        # Association space.
-        if stored_pattern_as_static and state_pattern_as_static:
-            if key_in != query_in:
-                raise ValueError(f"static stored ({key_in}) and state ({query_in}) patterns must have the same size")
-            if hidden_size is not None and check_int(hidden_size, "hidden_size", minimum=1) != key_in:
-                raise ValueError(f"hidden_size must be None or {key_in} with static stored and state patterns, "
-                                 f"got {hidden_size}")
-            hidden = key_in
-        elif stored_pattern_as_static:
-            hidden = key_in if hidden_size is None else check_int(hidden_size, "hidden_size", minimum=1)
-            if hidden != key_in:
-                raise ValueError(f"hidden_size must be None or {key_in} with static stored patterns, got {hidden}")
+        # Association space of one head.
+        if hidden_size is not None:
+            head = check_int(hidden_size, "hidden_size", minimum=1)
         elif state_pattern_as_static:
-            hidden = query_in if hidden_size is None else check_int(hidden_size, "hidden_size", minimum=1)
-            if hidden != query_in:
-                raise ValueError(f"hidden_size must be None or {query_in} with static state patterns, got {hidden}")
+            head = query_in
+        elif stored_pattern_as_static:
+            head = key_in
         else:
-            hidden = self.input_size if hidden_size is None else check_int(hidden_size, "hidden_size", minimum=1)
-        if hidden % self.num_heads:
-            raise ValueError(f"hidden_size ({hidden}) must be divisible by num_heads ({self.num_heads})")
-        self.hidden_size = hidden
-        self.head_dim = hidden // self.num_heads
+            if self.input_size % H:
+                raise ValueError(f"input_size ({self.input_size}) must be divisible by num_heads ({H}) for the "
+                                 f"default hidden_size = input_size // num_heads; or pass hidden_size (per head)")
+            head = self.input_size // H
+        for static, size, what in ((state_pattern_as_static, query_in, "state"),
+                                   (stored_pattern_as_static, key_in, "stored")):
+            if static and head != size:
+                raise ValueError(f"hidden_size (per head) must be {size} with static {what} patterns (a static "
+                                 f"pattern is used as it is, in every head), got {head}")
+        if state_pattern_as_static and stored_pattern_as_static and key_in != query_in:
+            raise ValueError(f"static stored ({key_in}) and state ({query_in}) patterns must have the same size")
+        self.hidden_size = head
 
+        # Values of one head.
+        connected_key = pattern_projection_as_connected and not stored_pattern_as_static
+        value_in = H * head if connected_key else (key_in if pattern_projection_as_connected
+                                                   else self.pattern_projection_size)
+        self._split_static_values = stored_pattern_as_static or pattern_projection_as_connected
         if pattern_projection_as_static:
-            value = self.pattern_projection_size
+            if self._split_static_values:
+                if value_in % H:
+                    raise ValueError(f"static pattern projections are split over the heads here, so their size "
+                                     f"({value_in}) must be divisible by num_heads ({H})")
+                value = value_in // H
+            else:
+                value = value_in
             if pattern_size is not None and check_int(pattern_size, "pattern_size", minimum=1) != value:
-                raise ValueError(f"pattern_size must be None or {value} with static pattern projections, "
-                                 f"got {pattern_size}")
+                raise ValueError(f"pattern_size (per head) must be None or {value} with static pattern "
+                                 f"projections, got {pattern_size}")
         else:
-            value = hidden if pattern_size is None else check_int(pattern_size, "pattern_size", minimum=1)
-        if value % self.num_heads:
-            raise ValueError(f"pattern_size ({value}) must be divisible by num_heads ({self.num_heads})")
+            value = head if pattern_size is None else check_int(pattern_size, "pattern_size", minimum=1)
         self.pattern_size = value
 
         if disable_out_projection:
-            if output_size is not None and check_int(output_size, "output_size", minimum=1) != value:
-                raise ValueError(f"output_size must be None or pattern_size = {value} with "
-                                 f"disable_out_projection=True, got {output_size}")
-            self.output_size = value
+            if output_size is not None and check_int(output_size, "output_size", minimum=1) != H * value:
+                raise ValueError(f"output_size must be None or num_heads * pattern_size = {H * value} with "
+                                 f"disable_out_projection=True (the heads are only concatenated), got {output_size}")
+            self.output_size = H * value
         else:
             self.output_size = self.input_size if output_size is None else check_int(output_size, "output_size",
                                                                                        minimum=1)
+        if concat_bias_pattern and (stored_pattern_as_static or pattern_projection_as_static):
+            raise ValueError("concat_bias_pattern=True appends learned patterns in the projected spaces, so it needs "
+                             "stored_pattern_as_static=False and pattern_projection_as_static=False")
 
-        self.norm_stored = nn.LayerNorm(self.stored_pattern_size) if normalize_stored_pattern else None
-        self.norm_state = nn.LayerNorm(self.input_size) if normalize_state_pattern else None
-        self.norm_projection = (nn.LayerNorm(self.pattern_projection_size)
+        # Modules, in the order that fixes the random draws of init="pytorch" (nn.Linear draws when built).
+        self.norm_stored = (nn.LayerNorm(self.stored_pattern_size, eps=norm_eps["stored"],
+                                         elementwise_affine=norm_affine["stored"])
+                            if normalize_stored_pattern else None)
+        self.norm_state = (nn.LayerNorm(self.input_size, eps=norm_eps["state"],
+                                        elementwise_affine=norm_affine["state"])
+                           if normalize_state_pattern else None)
+        self.norm_projection = (nn.LayerNorm(self.pattern_projection_size, eps=norm_eps["projection"],
+                                             elementwise_affine=norm_affine["projection"])
                                 if normalize_pattern_projection else None)
-        self.q_proj = None if state_pattern_as_static else nn.Linear(query_in, hidden, bias=bias)
-        self.k_proj = None if stored_pattern_as_static else nn.Linear(key_in, hidden, bias=bias)
-        self.v_proj = None if pattern_projection_as_static else nn.Linear(self.pattern_projection_size, value,
-                                                                          bias=bias)
-        self.out_proj = None if disable_out_projection else nn.Linear(value, self.output_size, bias=bias)
-
-        if scaling is None:
-            betas = [1.0 / math.sqrt(self.head_dim)] * self.num_heads
-        elif isinstance(scaling, (numbers.Real, torch.Tensor)) and not isinstance(scaling, bool) and (
-                not isinstance(scaling, torch.Tensor) or scaling.numel() == 1):
-            betas = [check_positive(scaling, "scaling")] * self.num_heads
+        self.q_proj = None if state_pattern_as_static else nn.Linear(query_in, H * head, bias=input_bias)
+        self.k_proj = None if stored_pattern_as_static else nn.Linear(key_in, H * head, bias=input_bias)
+        self.v_proj = (None if pattern_projection_as_static
+                       else nn.Linear(value_in, H * value, bias=input_bias))
+        self.out_proj = None if disable_out_projection else nn.Linear(H * value, self.output_size, bias=input_bias)
+        self.norm_hopfield_space = (nn.LayerNorm(head, eps=norm_eps["hopfield"],
+                                                 elementwise_affine=normalize_hopfield_space_affine)
+                                    if normalize_hopfield_space else None)
+        if concat_bias_pattern:
+            self.key_bias_pattern = nn.Parameter(torch.empty(H, 1, head))
+            self.value_bias_pattern = nn.Parameter(torch.empty(H, 1, value))
+            for p in (self.key_bias_pattern, self.value_bias_pattern):
+                nn.init.normal_(p, std=_INIT_STD)
         else:
-            betas = [check_positive(b, "scaling") for b in scaling]
-            if len(betas) != self.num_heads:
-                raise ValueError(f"scaling must be one float or num_heads = {self.num_heads} floats, "
-                                 f"got {len(betas)}")
-        # Python floats, not a buffer: a float32 buffer would round beta before a .double() conversion.
-        self.scaling: tuple[float, ...] = tuple(betas)
+            self.key_bias_pattern = self.value_bias_pattern = None
 
-        if update_steps_max is not None:
-            update_steps_max = check_int(update_steps_max, "update_steps_max", minimum=0)
-        self.update_steps_max = update_steps_max
-        self.update_steps_eps = check_positive(update_steps_eps, "update_steps_eps")
+        static_execution = (stored_pattern_as_static and state_pattern_as_static and pattern_projection_as_static
+                            and disable_out_projection and not normalize_hopfield_space
+                            and not pattern_projection_as_connected)
+        if scaling is None:
+            betas = (1.0 if static_execution else 1.0 / math.sqrt(head),) * H
+        else:
+            betas = _per_head(scaling, "scaling", H, lambda b: check_positive(b, "scaling"))
+        # Python floats, not a buffer: a float32 buffer would round beta before a .double() conversion.
+        self._betas: tuple[float, ...] = betas
+        if isinstance(update_steps_max, torch.Tensor):
+            steps = _per_head(update_steps_max, "update_steps_max", H, lambda s: _steps(s, from_tensor=True))
+        else:
+            steps = _per_head(update_steps_max, "update_steps_max", H, _steps)
+        self._steps_max: tuple[int | None, ...] = steps
+        self._steps_eps: tuple[float, ...] = _per_head(update_steps_eps, "update_steps_eps", H,
+                                                       lambda e: check_positive(e, "update_steps_eps"))
         p = _check_real(dropout, "dropout")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {p}")
         self.dropout = Dropout(p)
-        self.separation = make_separation(separation, self.num_heads, alpha_init)
+        if association_activation is not None:
+            fn = getattr(torch, association_activation, None) if isinstance(association_activation, str) else None
+            if not callable(fn):
+                raise ValueError(f"association_activation must name a torch function (e.g. 'tanh', 'relu'), got "
+                                 f"{association_activation!r}")
+        self.association_activation = association_activation
+        self.separation = make_separation(separation, H, alpha_init)
         self._recording = False
         self.recorded_stored: torch.Tensor | None = None
         self.recorded_state: torch.Tensor | None = None
         self.last_update_steps: int | None = None
+        self.last_update_steps_per_head: tuple[int, ...] | None = None
+        if self.init == "hflayers":
+            self._init_projections()
+
+    # -- initialisation ------------------------------------------------------------------------------------
+
+    def _init_projections(self) -> None:
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            if lin is None:
+                continue
+            if self.init == "pytorch":
+                lin.reset_parameters()
+            else:
+                with torch.no_grad():
+                    nn.init.normal_(lin.weight, std=_INIT_STD)
+                    if lin.bias is not None:
+                        lin.bias.zero_()
+
+    def reset_parameters(self) -> None:
+        """Draw the projections, bias patterns and feature map afresh and reset the LayerNorms (as at
+        construction, with this layer's ``init``); a learnable alpha keeps its value."""
+        for norm in (self.norm_stored, self.norm_state, self.norm_projection, self.norm_hopfield_space):
+            if norm is not None:
+                norm.reset_parameters()
+        if self.feature_map is not None:
+            fm = self.feature_map
+            fresh = FeatureMap(fm.d, fm.d_phi, init=fm.init, normalize_rows=fm.normalize_rows,
+                               bias=fm.bias is not None)
+            fm.load_state_dict(fresh.state_dict())
+        self._init_projections()
+        for p in (self.key_bias_pattern, self.value_bias_pattern):
+            if p is not None:
+                nn.init.normal_(p, std=_INIT_STD)
 
     # -- convenience constructors ---------------------------------------------------------------------
 
@@ -240,12 +430,70 @@ class Hopfield(nn.Module):
                    pattern_projection_as_static=True, disable_out_projection=True, kernel=kernel, d_phi=d_phi,
                    **kwargs)
 
-    # -- introspection -----------------------------------------------------------------------------------
+    # -- introspection (the hflayers properties) ----------------------------------------------------------
 
     @property
     def is_uhop(self) -> bool:
         """True for a kernelized (U-Hop) layer."""
         return self.feature_map is not None
+
+    @property
+    def scaling(self):
+        """beta: one float, or the per-head tuple when the heads differ."""
+        return _uniform(self._betas)
+
+    @property
+    def update_steps_max(self):
+        """Extra retrieval steps (``None``: until convergence): one value, or the per-head tuple."""
+        return _uniform(self._steps_max)
+
+    @property
+    def update_steps_eps(self):
+        return _uniform(self._steps_eps)
+
+    @property
+    def stored_pattern_dim(self) -> int:
+        return self.stored_pattern_size
+
+    @property
+    def state_pattern_dim(self) -> int:
+        return self.input_size
+
+    @property
+    def pattern_projection_dim(self) -> int:
+        return self.pattern_projection_size
+
+    @property
+    def normalize_stored_pattern(self) -> bool:
+        return self.norm_stored is not None
+
+    @property
+    def normalize_stored_pattern_affine(self) -> bool:
+        return self.norm_stored is not None and self.norm_stored.elementwise_affine
+
+    @property
+    def normalize_state_pattern(self) -> bool:
+        return self.norm_state is not None
+
+    @property
+    def normalize_state_pattern_affine(self) -> bool:
+        return self.norm_state is not None and self.norm_state.elementwise_affine
+
+    @property
+    def normalize_pattern_projection(self) -> bool:
+        return self.norm_projection is not None
+
+    @property
+    def normalize_pattern_projection_affine(self) -> bool:
+        return self.norm_projection is not None and self.norm_projection.elementwise_affine
+
+    @property
+    def normalize_hopfield_space(self) -> bool:
+        return self.norm_hopfield_space is not None
+
+    @property
+    def normalize_hopfield_space_affine(self) -> bool:
+        return self.norm_hopfield_space is not None and self.norm_hopfield_space.elementwise_affine
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, num_heads={self.num_heads}, "
@@ -292,11 +540,18 @@ class Hopfield(nn.Module):
         if stored.shape[1] != projection.shape[1]:
             raise ValueError(f"stored_pattern and pattern_projection must hold the same number of patterns, "
                              f"got {stored.shape[1]} and {projection.shape[1]}")
+        if stored.shape[1] == 0 and not (self.add_zero_association or self.concat_bias_pattern):
+            raise ValueError("stored_pattern holds no patterns (M = 0): there is nothing to retrieve from "
+                             "(add_zero_association=True gives every query a zero pattern to fall back on)")
         return stored, state, projection, unbatched
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         return x.view(B, N, self.num_heads, D // self.num_heads).transpose(1, 2)
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        """A static pattern set (B, N, d) seen by every head: (B, H, N, d) without a copy."""
+        return x.unsqueeze(1).expand(-1, self.num_heads, -1, -1)
 
     def _prepare(self, input):
         stored, state, projection, unbatched = self._unpack(input)
@@ -309,65 +564,148 @@ class Hopfield(nn.Module):
         if self._recording:
             self.recorded_stored = stored.detach()
             self.recorded_state = state.detach()
+        if self.pattern_projection_as_connected:
+            if self.feature_map is not None:
+                projection = self.feature_map(projection)
+            if self.k_proj is not None:
+                projection = self.k_proj(projection)
         if self.feature_map is not None:
             stored, state = self.feature_map(stored), self.feature_map(state)
-        q = state if self.q_proj is None else self.q_proj(state)
-        k = stored if self.k_proj is None else self.k_proj(stored)
-        v = projection if self.v_proj is None else self.v_proj(projection)
-        return self._heads(q), self._heads(k), self._heads(v), unbatched
+        q = self._shared(state) if self.q_proj is None else self._heads(self.q_proj(state))
+        k = self._shared(stored) if self.k_proj is None else self._heads(self.k_proj(stored))
+        if self.v_proj is not None:
+            v = self._heads(self.v_proj(projection))
+        else:
+            v = self._heads(projection) if self._split_static_values else self._shared(projection)
+        if self.norm_hopfield_space is not None:
+            q, k = self.norm_hopfield_space(q), self.norm_hopfield_space(k)
+        B = k.shape[0]
+        extra_k, extra_v = [], []
+        if self.key_bias_pattern is not None:
+            extra_k.append(self.key_bias_pattern.to(k.dtype).expand(B, -1, -1, -1))
+            extra_v.append(self.value_bias_pattern.to(v.dtype).expand(B, -1, -1, -1))
+        if self.add_zero_association:
+            extra_k.append(k.new_zeros(B, self.num_heads, 1, k.shape[-1]))
+            extra_v.append(v.new_zeros(B, self.num_heads, 1, v.shape[-1]))
+        if extra_k:
+            k, v = torch.cat([k, *extra_k], dim=2), torch.cat([v, *extra_v], dim=2)
+        return q, k, v, unbatched, stored.shape[1]
 
-    def _mask(self, z, stored_pattern_padding_mask, association_mask):
-        mask = None
-        if stored_pattern_padding_mask is not None:
-            m = stored_pattern_padding_mask.to(torch.bool)
-            if m.shape != (z.shape[0], z.shape[-1]):
-                raise ValueError(f"stored_pattern_padding_mask must have shape (B, M) = "
-                                 f"{(z.shape[0], z.shape[-1])}, got {tuple(m.shape)}")
-            mask = m[:, None, None, :]
-        if association_mask is not None:
-            m = association_mask.to(torch.bool)
-            if m.shape[-2:] != z.shape[-2:] or m.ndim not in (2, 3):
-                raise ValueError(f"association_mask must have shape (Q, M) = {tuple(z.shape[-2:])} or (B, Q, M), "
-                                 f"got {tuple(m.shape)}")
-            m = m[None, None] if m.ndim == 2 else m[:, None]
-            mask = m if mask is None else (mask | m)
-        if mask is None:
+    def _masks(self, stored_pattern_padding_mask, association_mask, B, Q, M, M_all, dtype, device):
+        """The masks as ``(additive float or None, masked bool or None)``, both broadcastable to (B, H, Q, M_all);
+        the patterns appended by concat_bias_pattern / add_zero_association are never masked."""
+        add = masked = None
+        H = self.num_heads
+        for name, mask in (("stored_pattern_padding_mask", stored_pattern_padding_mask),
+                           ("association_mask", association_mask)):
+            if mask is None:
+                continue
+            if not isinstance(mask, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor (bool: True = masked, or float: added to the "
+                                f"scores), got {type(mask).__name__}")
+            if name == "stored_pattern_padding_mask":
+                shapes = {(B, M): (B, 1, 1, M)} | ({(M,): (1, 1, 1, M)} if B == 1 else {})
+                layout = f"(B, M) = {(B, M)}"
+            else:
+                shapes = {(Q, M): (1, 1, Q, M), (B * H, Q, M): (B, H, Q, M)}
+                layout = f"(Q, M) = {(Q, M)} or (B * num_heads, Q, M) = {(B * H, Q, M)}"
+            if tuple(mask.shape) not in shapes:
+                raise ValueError(f"{name} must have shape {layout}, got {tuple(mask.shape)}")
+            mask = mask.to(device).reshape(shapes[tuple(mask.shape)])
+            if mask.dtype == torch.bool:
+                hard, soft = mask, None
+            elif torch.is_floating_point(mask):
+                if bool((torch.isnan(mask) | torch.isposinf(mask)).any()):
+                    raise ValueError(f"{name} is a float mask (added to the scores) and contains NaN or +inf; "
+                                     f"use finite values, or -inf to mask")
+                hard = torch.isneginf(mask)
+                soft = mask.masked_fill(hard, 0.0).to(dtype)
+            else:
+                raise TypeError(f"{name} must be a bool tensor (True = masked) or a float tensor added to the "
+                                f"scores, got dtype {mask.dtype} (for a 0/1 'is padding' mask use mask.bool())")
+            masked = hard if masked is None else masked | hard
+            if soft is not None:
+                add = soft if add is None else add + soft
+        if masked is not None and not bool(masked.any()):
+            masked = None
+        if M_all > M:  # appended patterns: unmasked, nothing added
+            if masked is not None:
+                masked = nn.functional.pad(masked, (0, M_all - M), value=False)
+            if add is not None:
+                add = nn.functional.pad(add, (0, M_all - M), value=0.0)
+        if masked is not None:
+            empty = masked.expand(B, H, Q, M_all).all(dim=-1)
+            if bool(empty.any()):
+                b, h, i = (int(t) for t in empty.nonzero()[0])
+                raise ValueError(f"every stored pattern is masked for query {i} of batch item {b} (head {h}): "
+                                 f"stored_pattern_padding_mask / association_mask leave nothing to retrieve from "
+                                 f"(add_zero_association=True gives such a query a zero pattern instead)")
+        return add, masked
+
+    @staticmethod
+    def _apply_masks(z, add, masked):
+        if add is not None:
+            z = z + add
+        if masked is None:
             return z
         # A finite fill 1e4 below the smallest score: exactly zero weight for every alpha, and no inf - inf
         # inside the sort-based sparsemax/entmax solvers.
         fill = z.detach().amin(dim=-1, keepdim=True) - 1e4
-        return torch.where(mask, fill, z)
+        return torch.where(masked, fill, z)
 
     def _associate(self, q, k, masks):
-        beta = torch.tensor(self.scaling, dtype=q.dtype, device=q.device).view(1, self.num_heads, 1, 1)
+        beta = torch.tensor(self._betas, dtype=q.dtype, device=q.device).view(1, self.num_heads, 1, 1)
         kt = k.transpose(-1, -2)
-        a = self.separation(self._mask(beta * (q @ kt), *masks))
-        steps = self.update_steps_max if self.update_steps_max is not None else _MAX_UPDATE_STEPS
-        done = 0
-        for _ in range(steps):
-            q_new = a @ k
-            delta = (q_new - q).norm(dim=-1).max()
-            q = q_new
-            a = self.separation(self._mask(beta * (q @ kt), *masks))
-            done += 1
-            if bool(delta < self.update_steps_eps):
-                break
-        self.last_update_steps = done
+
+        def associate(query):
+            return self.separation(self._apply_masks(beta * (query @ kt), *masks))
+
+        a = associate(q)
+        H = self.num_heads
+        limits = [_MAX_UPDATE_STEPS if n is None else n for n in self._steps_max]
+        done = [0] * H
+        if max(limits) > 0 and a.shape[0] > 0:
+            # Per-head iteration (as hflayers): head h runs step s (new state A K, new association) while
+            # s <= its limit and its association moved by more than its eps in step s - 1 (the Frobenius norm
+            # over (Q, M), the largest over the batch).  A stopped head keeps its association.
+            limit = torch.tensor(limits, device=q.device)
+            eps = torch.tensor(self._steps_eps, dtype=a.dtype, device=q.device)
+            active = limit > 0
+            step = 0
+            while bool(active.any()):
+                step += 1
+                a_new = associate(a @ k)
+                with torch.no_grad():
+                    moved = (a_new - a).flatten(2).norm(dim=-1).amax(dim=0)
+                a = a_new if bool(active.all()) else torch.where(active.view(1, H, 1, 1), a_new, a)
+                done = [d + int(x) for d, x in zip(done, active.tolist())]
+                active = active & (moved > eps) & (step < limit)
+        self.last_update_steps = max(done)
+        self.last_update_steps_per_head = tuple(done)
         return a
 
     # -- public API ----------------------------------------------------------------------------------------
+
+    def _run(self, input, stored_pattern_padding_mask, association_mask):
+        q, k, v, unbatched, M = self._prepare(input)
+        masks = (None, None)
+        if stored_pattern_padding_mask is not None or association_mask is not None:
+            masks = self._masks(stored_pattern_padding_mask, association_mask, q.shape[0], q.shape[2], M,
+                                k.shape[2], q.dtype, q.device)
+        return self._associate(q, k, masks), v, unbatched
 
     def forward(self, input, stored_pattern_padding_mask: torch.Tensor | None = None,
                 association_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieve: ``input`` is a tensor (stored = state = projection) or the tuple
         ``(stored_pattern, state_pattern, pattern_projection)``; returns ``(B, Q, output_size)``."""
-        q, k, v, unbatched = self._prepare(input)
-        a = self._associate(q, k, (stored_pattern_padding_mask, association_mask))
+        a, v, unbatched = self._run(input, stored_pattern_padding_mask, association_mask)
         out = self.dropout(a) @ v                                     # (B, H, Q, dv)
         B, H, Q, dv = out.shape
         out = out.transpose(1, 2).reshape(B, Q, H * dv)
         if self.out_proj is not None:
             out = self.out_proj(out)
+        if self.association_activation is not None:
+            out = getattr(torch, self.association_activation)(out)
         if unbatched:
             return out[0]
         return out if self.batch_first else out.transpose(0, 1)
@@ -376,9 +714,15 @@ class Hopfield(nn.Module):
                                association_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The association weights ``Sep(beta Q K^T)`` after the update steps: ``(B, H, Q, M)``
         (``(H, Q, M)`` for unbatched input); every ``(..., M)`` row lies on the simplex."""
-        q, k, _, unbatched = self._prepare(input)
-        a = self._associate(q, k, (stored_pattern_padding_mask, association_mask))
+        a, _, unbatched = self._run(input, stored_pattern_padding_mask, association_mask)
         return a[0] if unbatched else a
+
+    def get_projected_pattern_matrix(self, input, stored_pattern_padding_mask: torch.Tensor | None = None,
+                                     association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The values each head retrieves, ``V``: ``(B, H, M, pattern_size)`` (``(H, M, .)`` unbatched).
+        The masks are accepted for hflayers' signature; they do not change ``V``."""
+        _, _, v, unbatched, _ = self._prepare(input)
+        return v[0] if unbatched else v
 
     def mapped_stored_pattern(self, stored_pattern: torch.Tensor, normalized: bool = False) -> torch.Tensor:
         """``Phi(norm(stored))``: the stored patterns in the kernel's feature space, ``(..., M, D_Phi)``.
@@ -414,43 +758,40 @@ class UHopfield(Hopfield):
         super().__init__(*args, kernel=kernel, **kwargs)
 
 
-class HopfieldPooling(nn.Module):
-    r"""Pooling by retrieval with learned state (query) patterns.
+#: hflayers properties that the wrappers report from their inner :class:`Hopfield`.
+_DELEGATED = ("batch_first", "scaling", "stored_pattern_dim", "state_pattern_dim", "pattern_projection_dim",
+              "input_size", "hidden_size", "output_size", "pattern_size", "num_heads", "update_steps_max",
+              "update_steps_eps", "stored_pattern_as_static", "state_pattern_as_static",
+              "pattern_projection_as_static", "normalize_stored_pattern", "normalize_stored_pattern_affine",
+              "normalize_state_pattern", "normalize_state_pattern_affine", "normalize_pattern_projection",
+              "normalize_pattern_projection_affine", "normalize_hopfield_space", "normalize_hopfield_space_affine",
+              "is_uhop", "init")
 
-    ``quantity`` learned queries (initialised ``N(0, 0.02^2)``, like a ViT CLS token) retrieve from the
-    input stored patterns ``(B, M, input_size)``; the output is ``(B, quantity * output_size)``
-    (``flatten=False``: ``(B, quantity, output_size)``).  Other keywords go to :class:`Hopfield`.
-    """
 
-    def __init__(self, input_size: int, hidden_size: int | None = None, output_size: int | None = None,
-                 pattern_size: int | None = None, num_heads: int = 1, quantity: int = 1, trainable: bool = True,
-                 flatten: bool = True, **kwargs):
-        super().__init__()
-        self.quantity = check_int(quantity, "quantity", minimum=1)
-        self.flatten = _check_bool(flatten, "flatten")
-        self.hopfield = Hopfield(input_size, hidden_size, output_size, pattern_size, num_heads, **kwargs)
-        pooling = torch.empty(1, self.quantity, input_size)
-        nn.init.trunc_normal_(pooling, std=0.02)
-        self.pooling_weights = nn.Parameter(pooling, requires_grad=_check_bool(trainable, "trainable"))
+class _LearnedPatterns(nn.Module):
+    """Shared part of :class:`HopfieldPooling` and :class:`HopfieldLayer`: an inner :class:`Hopfield` and learned
+    pattern sets ``(1, quantity, d)``, initialised by the layer's ``init``."""
 
-    @property
-    def is_uhop(self) -> bool:
-        return self.hopfield.is_uhop
+    hopfield: Hopfield
 
-    def _tuple(self, input):
-        (state,) = _learned_like(input, self.hopfield.batch_first, "stored patterns", "M", self.pooling_weights)
-        return (input, state, input)
+    def _learned(self) -> list[nn.Parameter]:
+        raise NotImplementedError
 
-    def forward(self, input: torch.Tensor, **masks) -> torch.Tensor:
-        out = self.hopfield(self._tuple(input), **masks)
-        if not self.hopfield.batch_first and out.ndim == 3:
-            out = out.transpose(0, 1)
-        if self.flatten:
-            return out.reshape(*out.shape[:-2], -1)
-        return out
+    def _init_learned(self) -> None:
+        for p in self._learned():
+            if self.hopfield.init == "pytorch":
+                nn.init.trunc_normal_(p, std=_INIT_STD)
+            else:
+                nn.init.normal_(p, std=_INIT_STD)
 
-    def get_association_matrix(self, input: torch.Tensor, **masks) -> torch.Tensor:
-        return self.hopfield.get_association_matrix(self._tuple(input), **masks)
+    def reset_parameters(self) -> None:
+        """Reset the inner :class:`Hopfield` and draw the learned patterns afresh."""
+        self.hopfield.reset_parameters()
+        self._init_learned()
+
+
+for _name in _DELEGATED:
+    setattr(_LearnedPatterns, _name, property(lambda self, _n=_name: getattr(self.hopfield, _n)))
 
 
 def _learned_like(input, batch_first: bool, what: str, rows: str, *learned: torch.Tensor) -> list[torch.Tensor]:
@@ -460,7 +801,8 @@ def _learned_like(input, batch_first: bool, what: str, rows: str, *learned: torc
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor of {what}, got {type(input).__name__}")
     if input.ndim not in (2, 3):
-        raise ValueError(f"input must be (B, {rows}, input_size) or ({rows}, input_size), got shape {tuple(input.shape)}")
+        raise ValueError(f"input must be (B, {rows}, input_size) or ({rows}, input_size), "
+                         f"got shape {tuple(input.shape)}")
     if input.ndim == 2:
         return [p[0].to(input.dtype) for p in learned]
     b = input.shape[0] if batch_first else input.shape[1]
@@ -468,47 +810,112 @@ def _learned_like(input, batch_first: bool, what: str, rows: str, *learned: torc
     return out if batch_first else [p.transpose(0, 1) for p in out]
 
 
-class HopfieldLayer(nn.Module):
-    r"""Retrieval from learned stored patterns: a trainable lookup table.
+class HopfieldPooling(_LearnedPatterns):
+    r"""Pooling by retrieval with learned state (query) patterns (``hflayers.HopfieldPooling``).
 
-    The input state patterns ``(B, Q, input_size)`` retrieve from ``quantity`` learned stored patterns
-    (``N(0, 0.02^2)`` init).  The retrieved values come from the same patterns, or from separate learned
-    targets when ``lookup_weights_as_separated=True``.  Output ``(B, Q, output_size)``.
+    ``quantity`` learned queries retrieve from the input stored patterns ``(B, M, input_size)`` (or a tuple
+    ``(stored_pattern, pattern_projection)``); the output is ``(B, quantity * output_size)`` (``flatten=False``:
+    ``(B, quantity, output_size)``), batch first whatever ``batch_first`` says about the input.  ``trainable``:
+    the queries are learned.  Other keywords (every :class:`Hopfield` keyword, ``init`` included) go to the
+    inner :class:`Hopfield`; the queries start ``N(0, 0.02^2)`` (truncated for ``init="pytorch"``).
     """
 
     def __init__(self, input_size: int, hidden_size: int | None = None, output_size: int | None = None,
-                 pattern_size: int | None = None, num_heads: int = 1, quantity: int = 1,
-                 lookup_weights_as_separated: bool = False, lookup_targets_as_trainable: bool = True, **kwargs):
+                 pattern_size: int | None = None, num_heads: int = 1, scaling=None, update_steps_max=0,
+                 update_steps_eps=1e-4, *, quantity: int = 1, trainable: bool = True, flatten: bool = True,
+                 **kwargs):
         super().__init__()
         self.quantity = check_int(quantity, "quantity", minimum=1)
-        self.hopfield = Hopfield(input_size, hidden_size, output_size, pattern_size, num_heads, **kwargs)
-        w = torch.empty(1, self.quantity, input_size)
-        nn.init.trunc_normal_(w, std=0.02)
-        self.lookup_weights = nn.Parameter(w)
-        if _check_bool(lookup_weights_as_separated, "lookup_weights_as_separated"):
-            targets = torch.empty(1, self.quantity, self.hopfield.pattern_projection_size)
-            nn.init.trunc_normal_(targets, std=0.02)
-            self.lookup_targets = nn.Parameter(
-                targets, requires_grad=_check_bool(lookup_targets_as_trainable, "lookup_targets_as_trainable"))
-        else:
-            if self.hopfield.pattern_projection_size != input_size:
-                raise ValueError("pattern_projection_size must equal input_size unless lookup_weights_as_separated")
-            self.lookup_targets = None
+        self.flatten = _check_bool(flatten, "flatten")
+        self.hopfield = Hopfield(input_size, hidden_size, output_size, pattern_size, num_heads, scaling,
+                                 update_steps_max, update_steps_eps, **kwargs)
+        self.pooling_weights = nn.Parameter(torch.empty(1, self.quantity, self.hopfield.input_size),
+                                            requires_grad=_check_bool(trainable, "trainable"))
+        self._init_learned()
 
-    @property
-    def is_uhop(self) -> bool:
-        return self.hopfield.is_uhop
+    def _learned(self):
+        return [self.pooling_weights]
 
     def _tuple(self, input):
-        learned = (self.lookup_weights,) if self.lookup_targets is None else (self.lookup_weights, self.lookup_targets)
-        stored, *targets = _learned_like(input, self.hopfield.batch_first, "state patterns", "Q", *learned)
+        if isinstance(input, (tuple, list)) and len(input) == 2:
+            stored, projection = input
+        else:
+            stored = projection = input
+        (state,) = _learned_like(stored, self.hopfield.batch_first, "stored patterns", "M", self.pooling_weights)
+        return (stored, state, projection)
+
+    def forward(self, input, stored_pattern_padding_mask: torch.Tensor | None = None,
+                association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.hopfield(self._tuple(input), stored_pattern_padding_mask, association_mask)
+        if not self.hopfield.batch_first and out.ndim == 3:
+            out = out.transpose(0, 1)
+        if self.flatten:
+            return out.reshape(*out.shape[:-2], -1)
+        return out
+
+    def get_association_matrix(self, input, stored_pattern_padding_mask: torch.Tensor | None = None,
+                               association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hopfield.get_association_matrix(self._tuple(input), stored_pattern_padding_mask,
+                                                    association_mask)
+
+    def get_projected_pattern_matrix(self, input, stored_pattern_padding_mask: torch.Tensor | None = None,
+                                     association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hopfield.get_projected_pattern_matrix(self._tuple(input))
+
+
+class HopfieldLayer(_LearnedPatterns):
+    r"""Retrieval from learned stored patterns: a trainable lookup table (``hflayers.HopfieldLayer``).
+
+    The input state patterns ``(B, Q, input_size)`` retrieve from ``quantity`` learned stored patterns
+    ``lookup_weights`` (``(1, quantity, stored_pattern_size)``; ``trainable``: learned).  The retrieved values
+    come from the same patterns, or from separate learned ``target_weights`` (``(1, quantity,
+    pattern_projection_size)``) when ``lookup_weights_as_separated=True`` (``lookup_targets_as_trainable``:
+    learned).  Output ``(B, Q, output_size)``.  Other keywords go to the inner :class:`Hopfield`.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int | None = None, output_size: int | None = None,
+                 pattern_size: int | None = None, num_heads: int = 1, scaling=None, update_steps_max=0,
+                 update_steps_eps=1e-4, lookup_weights_as_separated: bool = False,
+                 lookup_targets_as_trainable: bool = True, *, quantity: int = 1, trainable: bool = True, **kwargs):
+        super().__init__()
+        self.quantity = check_int(quantity, "quantity", minimum=1)
+        self.hopfield = Hopfield(input_size, hidden_size, output_size, pattern_size, num_heads, scaling,
+                                 update_steps_max, update_steps_eps, **kwargs)
+        hop = self.hopfield
+        self.lookup_weights = nn.Parameter(torch.empty(1, self.quantity, hop.stored_pattern_size),
+                                           requires_grad=_check_bool(trainable, "trainable"))
+        if _check_bool(lookup_weights_as_separated, "lookup_weights_as_separated"):
+            self.target_weights = nn.Parameter(
+                torch.empty(1, self.quantity, hop.pattern_projection_size),
+                requires_grad=_check_bool(lookup_targets_as_trainable, "lookup_targets_as_trainable"))
+        else:
+            if hop.pattern_projection_size != hop.stored_pattern_size:
+                raise ValueError(f"pattern_projection_size ({hop.pattern_projection_size}) must equal "
+                                 f"stored_pattern_size ({hop.stored_pattern_size}) unless "
+                                 f"lookup_weights_as_separated=True (the lookup weights are also the values)")
+            self.target_weights = None
+        self._init_learned()
+
+    def _learned(self):
+        return [self.lookup_weights] + ([] if self.target_weights is None else [self.target_weights])
+
+    def _tuple(self, input):
+        stored, *targets = _learned_like(input, self.hopfield.batch_first, "state patterns", "Q", *self._learned())
         return (stored, input, targets[0] if targets else stored)
 
-    def forward(self, input: torch.Tensor, **masks) -> torch.Tensor:
-        return self.hopfield(self._tuple(input), **masks)
+    def forward(self, input: torch.Tensor, stored_pattern_padding_mask: torch.Tensor | None = None,
+                association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hopfield(self._tuple(input), stored_pattern_padding_mask, association_mask)
 
-    def get_association_matrix(self, input: torch.Tensor, **masks) -> torch.Tensor:
-        return self.hopfield.get_association_matrix(self._tuple(input), **masks)
+    def get_association_matrix(self, input: torch.Tensor, stored_pattern_padding_mask: torch.Tensor | None = None,
+                               association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hopfield.get_association_matrix(self._tuple(input), stored_pattern_padding_mask,
+                                                    association_mask)
+
+    def get_projected_pattern_matrix(self, input: torch.Tensor,
+                                     stored_pattern_padding_mask: torch.Tensor | None = None,
+                                     association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hopfield.get_projected_pattern_matrix(self._tuple(input))
 
 
 def hopfield_layers(model: nn.Module, uhop_only: bool = False) -> list[Hopfield]:
