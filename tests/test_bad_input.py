@@ -1,13 +1,41 @@
-"""Bad input raises ValueError / TypeError whose message names the argument."""
+"""The bad-input battery: bad or edge inputs across the public API (retrieval, Stage I, separation, energies,
+uhop.nn layers, trainers, models, data, runners, command lines).  Each case asserts the exact outcome: the error
+type and a message that names the argument (CASES), or the correct value / exit status (the tests below it)."""
+
+import math
 
 import pytest
 import torch
 
 import uhop
+import uhop.data as data
+from uhop.data.__main__ import main as data_main
+from uhop.experiments import classification as cls_exp
+from uhop.experiments import forecasting as fc_exp
+from uhop.experiments import retrieval as ret_exp
+from uhop.models.stanhop import STanHopNet, blocks_for_horizon
+from uhop.models.vision import HopfieldClassifier, HopfieldViT, build_model
+from uhop.nn import (BilevelTrainer, FeatureMap, Hopfield, HopfieldLayer, HopfieldPooling, SeparationModule,
+                     dl_separation_loss, load_hflayers_state_dict, separation_step)
+from uhop.nn.bilevel import TensorBatches, load_checkpoint
 
 DT = torch.float64
 XI = torch.rand(6, 4, dtype=DT, generator=torch.Generator().manual_seed(0))
 Q = torch.rand(3, 4, dtype=DT, generator=torch.Generator().manual_seed(1))
+
+
+X8 = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2))
+TINY_STANHOP = dict(d_model=8, n_heads=2, d_ff=8, factor=2)
+
+
+def _all_masked_item():
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    pad[1] = True
+    return pad
+
+
+def _tiny_model():
+    return torch.nn.Sequential(Hopfield(8, kernel="linear"), torch.nn.Flatten(), torch.nn.Linear(40, 3))
 
 
 def _nan(x):
@@ -121,6 +149,149 @@ CASES = [
     ("baseline-name", lambda: uhop.baseline("poly"), ValueError, "baseline.*'mhm'"),
     ("metric-shape", lambda: uhop.sse(Q, Q[:2]), ValueError, "retrieved has shape"),
     ("metric-threshold", lambda: uhop.success_rate(Q, Q, -1.0), ValueError, "threshold must be >= 0"),
+    # nn layers (hflayers arguments and masks)
+    ("hopfield-heads-zero", lambda: Hopfield(8, num_heads=0), ValueError, "num_heads must be >= 1"),
+    ("hopfield-hidden-float", lambda: Hopfield(8, hidden_size=2.5), TypeError, "hidden_size must be an int"),
+    ("hopfield-heads-indivisible", lambda: Hopfield(8, num_heads=3), ValueError,
+     r"input_size \(8\) must be divisible by num_heads \(3\).*or pass hidden_size \(per head\)"),
+    ("hopfield-batch-first-str", lambda: Hopfield(8, batch_first="yes"), TypeError, "batch_first must be a bool"),
+    ("hopfield-eps-zero", lambda: Hopfield(8, update_steps_eps=0.0), ValueError, "update_steps_eps must be > 0"),
+    ("hopfield-scaling-nan", lambda: Hopfield(8, scaling=float("nan")), ValueError, "scaling must be finite"),
+    ("hopfield-scaling-matrix", lambda: Hopfield(8, num_heads=2, scaling=torch.ones(2, 2)), ValueError,
+     "scaling must be a number or a 1-D tensor of num_heads = 2 values"),
+    ("hopfield-steps-per-head", lambda: Hopfield(8, num_heads=2, update_steps_max=[1, 2, 3]), ValueError,
+     "update_steps_max must be one value or num_heads = 2 values"),
+    ("hopfield-activation", lambda: Hopfield(8, association_activation="relux"), ValueError,
+     "association_activation must name a torch function"),
+    ("hopfield-affine-without-norm", lambda: Hopfield(8, normalize_state_pattern=False,
+                                                      normalize_state_pattern_affine=True), ValueError,
+     "normalize_state_pattern_affine=True needs normalize_state_pattern=True"),
+    ("hopfield-output-size-no-projection", lambda: Hopfield(8, disable_out_projection=True, output_size=3),
+     ValueError, "output_size must be None or num_heads \\* pattern_size = 8"),
+    ("hopfield-bias-pattern-static", lambda: Hopfield(8, concat_bias_pattern=True, pattern_projection_as_static=True),
+     ValueError, "concat_bias_pattern=True .* pattern_projection_as_static=False"),
+    ("hopfield-input-dtype", lambda: Hopfield(8)(X8.double()), TypeError,
+     "stored_pattern has dtype torch.float64 but the layer's parameters are torch.float32"),
+    ("hopfield-mask-uint8", lambda: Hopfield(8)(X8, association_mask=torch.zeros(5, 5, dtype=torch.uint8)),
+     TypeError, "association_mask must be a bool tensor .*torch.uint8"),
+    ("hopfield-mask-list", lambda: Hopfield(8)(X8, association_mask=[[True]]), TypeError,
+     "association_mask must be a torch.Tensor"),
+    ("hopfield-mask-per-item-not-per-head", lambda: Hopfield(8, num_heads=2)(
+        X8, association_mask=torch.zeros(2, 5, 5, dtype=torch.bool)), ValueError,
+     r"association_mask must have shape \(Q, M\) = \(5, 5\) or \(B \* num_heads, Q, M\) = \(4, 5, 5\)"),
+    ("hopfield-mask-nan", lambda: Hopfield(8)(X8, association_mask=torch.full((5, 5), float("nan"))), ValueError,
+     "association_mask is a float mask .* NaN or \\+inf"),
+    ("hopfield-padding-shape", lambda: Hopfield(8)(X8, stored_pattern_padding_mask=torch.zeros(2, 4, dtype=torch.bool)),
+     ValueError, r"stored_pattern_padding_mask must have shape \(B, M\) = \(2, 5\), got \(2, 4\)"),
+    ("hopfield-all-masked", lambda: Hopfield(8)(X8, stored_pattern_padding_mask=_all_masked_item()), ValueError,
+     "every stored pattern is masked for query 0 of batch item 1"),
+    ("hopfield-no-memories", lambda: Hopfield(8)((X8[:, :0], X8, X8[:, :0])), ValueError,
+     r"stored_pattern holds no patterns \(M = 0\)"),
+    ("pooling-quantity-zero", lambda: HopfieldPooling(8, quantity=0), ValueError, "quantity must be >= 1"),
+    ("pooling-trainable-int", lambda: HopfieldPooling(8, trainable=1), TypeError, "trainable must be a bool"),
+    ("pooling-input-list", lambda: HopfieldPooling(8)([1.0, 2.0]), TypeError,
+     "input must be a torch.Tensor of stored patterns"),
+    ("lookup-projection-size", lambda: HopfieldLayer(8, pattern_projection_size=5), ValueError,
+     r"pattern_projection_size \(5\) must equal stored_pattern_size \(8\) unless lookup_weights_as_separated"),
+    ("lookup-state-dim", lambda: HopfieldLayer(8)(torch.randn(2, 3, 7)), ValueError,
+     "state_pattern must have last dimension input_size = 8, got 7"),
+    ("separation-module-heads", lambda: SeparationModule("learnable", num_heads=2)(torch.randn(2, 3, 4, 5)),
+     ValueError, r"scores must have shape \(\.\.\., H=2, Q, M\)"),
+    ("feature-map-dim", lambda: FeatureMap(4)(torch.randn(3, 5)), ValueError,
+     "the feature map expects last dimension d = 4"),
+    ("dl-loss-one-pattern", lambda: dl_separation_loss(torch.randn(1, 4)), ValueError,
+     "features must hold at least 2 patterns per set"),
+    ("load-hflayers-not-mapping", lambda: load_hflayers_state_dict(Hopfield(8), [1]), TypeError,
+     "state_dict must be a mapping"),
+    ("load-hflayers-rows", lambda: load_hflayers_state_dict(
+        Hopfield(8), {"association_core.in_proj_weight": torch.zeros(10, 8)}), ValueError,
+     "in_proj_weight has 10 rows but the uhop.nn layer expects q_proj 8 \\+ k_proj 8 \\+ v_proj 8 = 24"),
+    # trainers
+    ("trainer-model-type", lambda: BilevelTrainer("model"), TypeError, "model must be a torch.nn.Module, got str"),
+    ("trainer-lr-zero", lambda: BilevelTrainer(_tiny_model(), lr=0.0), ValueError, "lr must be > 0"),
+    ("trainer-inner-steps", lambda: BilevelTrainer(_tiny_model(), inner_steps=-1), ValueError,
+     "inner_steps must be >= 0"),
+    ("trainer-sep-loss", lambda: BilevelTrainer(_tiny_model(), sep_loss="l2"), ValueError,
+     "sep_loss.*'dl', 'def2.2'"),
+    ("trainer-scheduler", lambda: BilevelTrainer(_tiny_model(), scheduler="step"), ValueError,
+     "scheduler.*'cosine'"),
+    ("trainer-fit-numpy", lambda: BilevelTrainer(_tiny_model(), progress=False).fit(
+        (X8.numpy(), torch.zeros(2, dtype=torch.long)), epochs=1, batch_size=2), TypeError,
+     "X must be a torch.Tensor, got ndarray"),
+    ("trainer-fit-lengths", lambda: BilevelTrainer(_tiny_model(), progress=False).fit(
+        (X8, torch.zeros(3, dtype=torch.long)), epochs=1, batch_size=2), ValueError,
+     "X and y must have the same length, got 2 and 3"),
+    ("trainer-fit-batch-size", lambda: BilevelTrainer(_tiny_model(), progress=False).fit(
+        (X8, torch.zeros(2, dtype=torch.long)), epochs=1, batch_size=0), ValueError, "batch_size must be >= 1"),
+    ("trainer-empty-set", lambda: TensorBatches(X8[:0], torch.zeros(0), 4), ValueError, "the training set is empty"),
+    ("checkpoint-missing", lambda: load_checkpoint("/no/such/dir/last.pt"), FileNotFoundError, "/no/such/dir/last.pt"),
+    # models
+    ("stanhop-n-vars", lambda: STanHopNet(0, 24, 12), ValueError, "n_vars must be >= 1"),
+    ("stanhop-dropout", lambda: STanHopNet(3, 24, 12, **{**TINY_STANHOP, "dropout": 1.0}), ValueError,
+     r"dropout must lie in \[0, 1\)"),
+    ("stanhop-heads", lambda: STanHopNet(3, 24, 12, d_model=10, n_heads=4), ValueError,
+     r"d_model \(10\) must be divisible by n_heads \(4\)"),
+    ("stanhop-float64", lambda: STanHopNet(3, 24, 12, **TINY_STANHOP)(torch.randn(2, 24, 3, dtype=torch.float64)),
+     TypeError, "x has dtype torch.float64 but the model's parameters are torch.float32"),
+    ("stanhop-empty-batch", lambda: STanHopNet(3, 24, 12, **TINY_STANHOP)(torch.randn(0, 24, 3)), ValueError,
+     "x must hold at least one window"),
+    ("stanhop-channels", lambda: STanHopNet(3, 24, 12, **TINY_STANHOP)(torch.randn(2, 24, 4)), ValueError,
+     r"x must have shape \(B, input_len=24, n_vars=3\), got \(2, 24, 4\)"),
+    ("stanhop-alpha", lambda: STanHopNet(3, 24, 12, **TINY_STANHOP, alpha_init=1.0), ValueError,
+     r"alpha_init must lie in \(1, 2\]"),
+    ("stanhop-horizon", lambda: blocks_for_horizon(0), ValueError, "horizon must be >= 1"),
+    ("classifier-patch", lambda: HopfieldClassifier(patch_size=5), ValueError,
+     r"patch_size \(5\) must divide the image size \(32\)"),
+    ("classifier-image-size", lambda: HopfieldClassifier(dim=8)(torch.randn(2, 3, 28, 28)), ValueError,
+     r"images must be \(B, C, 32, 32\), got \(2, 3, 28, 28\)"),
+    ("classifier-variant", lambda: HopfieldClassifier(variant="mhm_x"), ValueError, "variant.*'mhm', 'mhm_uhop'"),
+    ("classifier-heads", lambda: HopfieldClassifier(dim=10, num_heads=4), ValueError,
+     r"dim \(10\) must be divisible by num_heads \(4\)"),
+    ("vit-depth", lambda: HopfieldViT(depth=0), ValueError, "depth must be >= 1"),
+    ("build-architecture", lambda: build_model("cifar10", "mhm", image_size=32, num_classes=10, patch_size=8, dim=8,
+                                               architecture="resnet"), ValueError,
+     "architecture.*'auto', 'classifier', 'vit'"),
+    # data
+    ("data-memories-M", lambda: data.sample_memories("mnist", 0, 0), ValueError, "M must be a positive integer"),
+    ("data-dataset-name", lambda: data.load_images("svhn"), ValueError, "unknown dataset 'svhn'; valid datasets"),
+    ("data-series-name", lambda: data.load_time_series("ETTh9"), ValueError,
+     "unknown time-series dataset 'ETTh9'; valid time-series datasets: 'ETTh1', 'ETTm1', 'WTH'"),
+    ("data-series-root", lambda: data.load_time_series("ETTh1", root="/no/such/dir"), data.DatasetNotFoundError,
+     "dataset 'ETTh1' not found"),
+    ("data-split-protocol", lambda: data.split_borders("ETTh1", 17420, 96, protocol="random"), ValueError,
+     "split protocol 'random'; valid split protocols: 'informer', 'stanhop'"),
+    ("data-split-short", lambda: data.split_borders("ETTh1", 50, 96), ValueError,
+     "ETTh1 has 50 rows, the informer split needs 14400"),
+    ("data-windows-input-len", lambda: data.SlidingWindowDataset(torch.randn(50, 3), 0, 5), ValueError,
+     "input_len and horizon must be positive integers, got 0, 5"),
+    ("data-windows-too-long", lambda: data.SlidingWindowDataset(torch.randn(10, 3), 8, 5), ValueError,
+     r"window input_len \+ horizon = 8 \+ 5 = 13 is longer than the series \(10 rows\)"),
+    ("data-windows-target", lambda: data.SlidingWindowDataset(torch.randn(50, 3), 8, 5, target_index=3), ValueError,
+     "target_index 3 out of range for 3 columns"),
+    # runners
+    ("forecast-variant", lambda: fc_exp.ForecastConfig(variant="lstm"), ValueError,
+     "variant.*'stanhop', 'stanhop_uhop', 'persistence', 'linear'"),
+    ("forecast-loss", lambda: fc_exp.ForecastConfig(loss="huber"), ValueError, "loss.*'mae', 'mse'"),
+    ("forecast-parameters", lambda: fc_exp.config_from_parameters({"horizn": 96}), ValueError,
+     r"unknown forecasting parameter\(s\) \['horizn'\]"),
+    ("forecast-run-empty", lambda: fc_exp.run(fc_exp.ForecastConfig(), [], [0]), ValueError,
+     "variants and seeds must be non-empty"),
+    ("classification-parameters", lambda: cls_exp.config_from_parameters({"epochz": 1}), ValueError,
+     r"unknown classification parameter\(s\) \['epochz'\]"),
+    ("classification-dataset", lambda: cls_exp.make_config("mnist"), ValueError,
+     "dataset.*'cifar10', 'cifar100', 'tiny_imagenet'"),
+    ("classification-preset", lambda: cls_exp.make_config("cifar10", "huge"), ValueError,
+     "preset.*'paper', 'companion', 'cpu', 'smoke'"),
+    ("classification-weight-decay", lambda: cls_exp.make_config("cifar10", weight_decay=-1.0), ValueError,
+     "weight_decay must be >= 0"),
+    ("classification-augment", lambda: cls_exp.make_config("cifar10", augment="yes"), TypeError,
+     "augment must be a bool"),
+    ("grid-unknown-field", lambda: ret_exp.run_grid({"datset": "mnist"}, "/tmp/never-written.csv"), ValueError,
+     r"unknown GridConfig fields \['datset'\]"),
+    ("grid-sizes", lambda: ret_exp.GridConfig("capacity", "synthetic", "paper", ("mhm",), (1,)), ValueError,
+     r"sizes \(M\) must be >= 2"),
+    ("grid-method", lambda: ret_exp.evaluate_cell("synthetic", "paper", "mhmx", 10, 1, 0.0, 0), ValueError,
+     "method='mhmx' is not valid; valid choices: 'mhm'"),
 ]
 
 
@@ -152,3 +323,57 @@ def test_messages_start_with_the_argument_name():
     with pytest.raises(ValueError) as info:
         uhop.retrieve(Q, XI, beta=-3)
     assert str(info.value).startswith("beta")
+
+
+# -- edge inputs whose answer is a value: the exact value ----------------------------------------------------------
+
+
+def test_zero_association_answers_a_fully_padded_item_with_the_zero_pattern():
+    layer = Hopfield(8, add_zero_association=True, disable_out_projection=True, input_bias=False)
+    out = layer(X8, stored_pattern_padding_mask=_all_masked_item())
+    assert torch.equal(out[1], torch.zeros(5, 8))
+    assert float(out[0].detach().abs().max()) > 0
+
+
+def test_constant_float_mask_leaves_the_association_unchanged():
+    # softmax is invariant to a constant added to every score of a row: a float mask of -7 changes nothing
+    layer = Hopfield(8, num_heads=2).double()
+    x = X8.double()
+    torch.testing.assert_close(layer.get_association_matrix(x, association_mask=torch.full((5, 5), -7.0)),
+                               layer.get_association_matrix(x))
+
+
+def test_one_stored_pattern_gets_all_the_weight():
+    pool = HopfieldPooling(8, num_heads=2, quantity=3, separation="sparsemax")
+    a = pool.get_association_matrix(X8[:, :1])
+    assert torch.equal(a, torch.ones(2, 2, 3, 1))
+
+
+def test_separation_step_without_uhop_layers_is_nan_and_changes_nothing():
+    model = torch.nn.Sequential(Hopfield(8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert math.isnan(separation_step(model, X8))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# -- command lines: exit status and a message that names the bad argument ------------------------------------------
+
+
+def test_data_verify_of_a_missing_root_exits_2(capsys):
+    assert data_main(["verify", "--root", "/no/such/dir"]) == 2
+    assert "the data root /no/such/dir does not exist" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("main, kind", [(fc_exp.main, "forecasting"), (cls_exp.main, "classification")])
+def test_train_command_names_an_unknown_run(main, kind):
+    with pytest.raises(SystemExit, match=f"unknown run 'no_such_run'; {kind} runs in notebooks/full_size.yml"):
+        main(["train", "--run", "no_such_run"])
+
+
+def test_reproduce_names_an_unknown_run(capsys):
+    from uhop import reproduce
+
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(["run", "--only", "no_such_run", "--dry-run"])
+    assert info.value.code == 2
+    assert "unknown run name(s) ['no_such_run']" in capsys.readouterr().err

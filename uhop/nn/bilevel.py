@@ -242,6 +242,8 @@ class BilevelTrainer:
                  scheduler: str | None = None, outer_includes_kernel: bool = True,
                  forward: Callable | None = None, device: str | torch.device = "cpu",
                  checkpoint_path: str | os.PathLike | None = None, progress: bool = True, seed: int = 0):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model.to(device)
         self.device = torch.device(device)
         self.lr = check_positive(lr, "lr")

@@ -519,6 +519,12 @@ class Hopfield(nn.Module):
                                  f"or an unbatched 2-D tensor (N, d), got shape {tuple(x.shape)}")
             if not torch.is_floating_point(x):
                 raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}")
+        param = next(self.parameters(), None)
+        if param is not None and not torch.is_autocast_enabled(param.device.type):
+            for name, x in (("stored_pattern", stored), ("state_pattern", state), ("pattern_projection", projection)):
+                if x.dtype != param.dtype:
+                    raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {param.dtype}: "
+                                    f"convert the input (.to({param.dtype})) or the layer (.to({x.dtype}))")
         if len({stored.ndim, state.ndim, projection.ndim}) != 1:
             raise ValueError("stored_pattern, state_pattern and pattern_projection must all be batched (3-D) or "
                              "all unbatched (2-D)")
