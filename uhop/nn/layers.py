@@ -49,9 +49,8 @@ them with the measurements):
 from __future__ import annotations
 
 import math
-import numbers
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -59,7 +58,7 @@ from torch import nn
 from .._checks import _check_real, check_choice, check_int, check_positive
 from .dropout import Dropout
 from .kernel import FeatureMap, feature_separation_loss
-from .separation import SeparationModule, make_separation
+from .separation import make_separation
 
 __all__ = ["Hopfield", "UHopfield", "HopfieldPooling", "HopfieldLayer", "record_stored_patterns",
            "hopfield_layers", "KERNELS", "INITS"]
