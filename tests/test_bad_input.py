@@ -291,7 +291,7 @@ CASES = [
     ("grid-sizes", lambda: ret_exp.GridConfig("capacity", "synthetic", "paper", ("mhm",), (1,)), ValueError,
      r"sizes \(M\) must be >= 2"),
     ("grid-method", lambda: ret_exp.evaluate_cell("synthetic", "paper", "mhmx", 10, 1, 0.0, 0), ValueError,
-     "method='mhmx' is not valid; valid choices: 'mhm'"),
+     "unknown method 'mhmx'; valid method values: 'mhm'"),
 ]
 
 
