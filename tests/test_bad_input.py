@@ -376,4 +376,4 @@ def test_reproduce_names_an_unknown_run(capsys):
     with pytest.raises(SystemExit) as info:
         reproduce.main(["run", "--only", "no_such_run", "--dry-run"])
     assert info.value.code == 2
-    assert "unknown run name(s) ['no_such_run']" in capsys.readouterr().err
+    assert "unknown run name(s) 'no_such_run'" in capsys.readouterr().err
