@@ -631,3 +631,17 @@ def test_new_keywords_are_checked():
     assert not layer.normalize_stored_pattern and not layer.normalize_stored_pattern_affine
     assert layer.normalize_state_pattern and not layer.normalize_state_pattern_affine
     assert layer.norm_projection.eps == 0.1 and bool((layer(torch.randn(2, 3, 4)) >= 0).all())
+
+
+def test_per_head_scaling_multiplies_whole_heads():
+    # hflayers applies a per-head scaling tensor to alternating features; here head h uses beta_h throughout
+    xi, q = torch.randn(2, 9, 4, dtype=DT), torch.randn(2, 3, 4, dtype=DT)
+    two = Hopfield(4, num_heads=2, scaling=torch.tensor([1.0, 3.0]), stored_pattern_as_static=True,
+                   state_pattern_as_static=True, pattern_projection_as_static=True, disable_out_projection=True,
+                   normalize_stored_pattern=False, normalize_state_pattern=False,
+                   normalize_pattern_projection=False).double()
+    a = two.get_association_matrix((xi, q, xi))
+    assert two.scaling == (1.0, 3.0)
+    for h, beta in enumerate((1.0, 3.0)):
+        for b in range(2):
+            torch.testing.assert_close(a[b, h], uhop.association(q[b], xi[b], beta=beta))

@@ -31,7 +31,7 @@ returns ``T_K^{update_steps_max + 1}(queries)``, i.e. ``uhop.retrieve(queries, m
 steps=update_steps_max + 1, kernel=...)``.
 
 **Where we differ from hflayers on purpose** (each is a defect there; the attention chapter of the book lists
-them with the measurements):
+them and ``tests/test_hflayers_parity.py`` checks them against hflayers):
 
 * per-head ``scaling`` multiplies whole heads (hflayers multiplies alternating features);
 * static patterns with several heads are shared per batch item (hflayers mixes batch items across heads);
