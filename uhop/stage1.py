@@ -220,7 +220,7 @@ class FitHistory:
 
 
 def _diagnostics(feats: torch.Tensor, settings: Stage1Settings):
-    """(loss, min distance, distances) of the features ``feats`` (M, D); the loss keeps its graph."""
+    """(loss, squared distances D) of the features ``feats`` (M, D) as the loss sees them; the loss keeps its graph."""
     if settings.normalize_features:
         feats = F.normalize(feats, dim=-1)
     D = sq_distances_from_gram(feats @ feats.T)
