@@ -186,6 +186,25 @@ def retrieval_step(queries: torch.Tensor, memories: torch.Tensor, **kwargs) -> t
     return association(queries, memories, **kwargs) @ memories
 
 
+def _check_retrieve(queries, memories, beta, separation, similarity, steps, tol, return_energies):
+    """The arguments of :func:`retrieve`, checked (kept apart so that the function reads as the iteration)."""
+    beta, sep = _validate(queries, memories, beta, separation)
+    steps = check_int(steps, "steps", minimum=1)
+    if tol is not None:
+        tol = check_positive(tol, "tol")
+    if not isinstance(return_energies, bool):
+        raise TypeError(f"return_energies must be a bool, got {type(return_energies).__name__}")
+    if return_energies:
+        if similarity != "dot":
+            raise ValueError(
+                f"return_energies is only defined for similarity='dot' (energies E_MHM / E_K), "
+                f"got similarity={similarity!r}"
+            )
+        if not isinstance(sep, Separation):
+            raise ValueError("return_energies needs an alpha-entmax separation, not a custom callable")
+    return beta, sep, steps, tol
+
+
 def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0,
              separation="softmax", kernel: LinearKernel | None = None,
              similarity: str = "dot", steps: int = 1, tol: float | None = None,
@@ -225,20 +244,8 @@ def retrieve(queries: torch.Tensor, memories: torch.Tensor, *, beta: float = 1.0
     through the computation (wrap the call in ``torch.no_grad()`` for speed
     when the kernel weight requires grad).
     """
-    beta, sep = _validate(queries, memories, beta, separation)
-    steps = check_int(steps, "steps", minimum=1)
-    if tol is not None:
-        tol = check_positive(tol, "tol")
-    if not isinstance(return_energies, bool):
-        raise TypeError(f"return_energies must be a bool, got {type(return_energies).__name__}")
-    if return_energies:
-        if similarity != "dot":
-            raise ValueError(
-                f"return_energies is only defined for similarity='dot' (energies E_MHM / E_K), "
-                f"got similarity={similarity!r}"
-            )
-        if not isinstance(sep, Separation):
-            raise ValueError("return_energies needs an alpha-entmax separation, not a custom callable")
+    beta, sep, steps, tol = _check_retrieve(queries, memories, beta, separation, similarity, steps, tol,
+                                            return_energies)
     scorer = make_scorer(memories, similarity=similarity, kernel=kernel, keys=keys)
     X, single = _as_batch(queries)
 
