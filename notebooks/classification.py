@@ -57,6 +57,7 @@ depth: int = 3  # Hopfield blocks of the ViT architecture
 num_heads: int = 0  # Hopfield heads, 0 for the preset value (1 on CIFAR in the official code)
 augment: bool = False  # random crop (4-pixel padding) and horizontal flip of the training images
 weight_decay: float = 0.0  # Adam weight decay of the task step
+checkpoint: bool = False  # save every epoch under output_dir/checkpoints and resume an interrupted run from it
 
 # %%
 # papermill ignores unknown parameters; stop on a misspelt one instead of running the defaults
@@ -84,7 +85,7 @@ cfg = cls.config_from_parameters(dict(
     dataset=dataset, variants=variants, preset=preset, patch_size=patch_size, dim=dim, epochs=epochs,
     batch_size=batch_size, lr=lr, kernel_lr=kernel_lr, inner_steps=inner_steps, inner_batch_size=inner_batch_size,
     train_sizes=train_sizes, test_size=test_size, runs=runs, seed=seed, device=device, architecture=architecture,
-    depth=depth, num_heads=num_heads, augment=augment, weight_decay=weight_decay))
+    depth=depth, num_heads=num_heads, augment=augment, weight_decay=weight_decay, checkpoint=checkpoint))
 n_tokens = ((64 if dataset == "tiny_imagenet" else 32) // cfg.patch_size) ** 2
 if n_tokens == 1:
     print(f"patch_size {cfg.patch_size} gives ONE patch token per image: the Hopfield layer retrieves from a single "

@@ -174,7 +174,8 @@ def config_from_parameters(parameters: dict) -> ClassificationConfig:
     :data:`_ZERO_MEANS_PRESET` and means "none" for ``inner_batch_size`` / ``test_size``."""
     known = set(_ZERO_MEANS_PRESET) | {"dataset", "variants", "preset", "inner_steps", "inner_batch_size",
                                         "train_sizes", "test_size", "runs", "seed", "device", "architecture",
-                                        "depth", "augment", "weight_decay", "output_dir", "threads", "command"}
+                                        "depth", "augment", "weight_decay", "output_dir", "threads", "command",
+                                        "checkpoint"}
     unknown = sorted(set(parameters) - known)
     if unknown:
         raise ValueError(f"unknown classification parameter(s) {unknown}; valid: {sorted(known)}")
@@ -190,7 +191,7 @@ def config_from_parameters(parameters: dict) -> ClassificationConfig:
     for k in ("inner_batch_size", "test_size"):
         if k in p:
             overrides[k] = p[k] or None
-    for k in ("inner_steps", "seed", "device", "architecture", "depth", "augment", "weight_decay"):
+    for k in ("inner_steps", "seed", "device", "architecture", "depth", "augment", "weight_decay", "checkpoint"):
         if k in p:
             overrides[k] = p[k]
     return make_config(p.get("dataset", "cifar10"), p.get("preset", "smoke"), **overrides)
