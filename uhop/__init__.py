@@ -34,13 +34,14 @@ from .separation import (
     support_size,
     tsallis_entropy,
 )
-from .stage1 import PRESETS, FitHistory, fit_kernel
+from .stage1 import PRESETS, FitHistory, Stage1Settings, fit_kernel
 
 __all__ = [
     "__version__",
     "UHop",
     "fit_kernel",
     "FitHistory",
+    "Stage1Settings",
     "PRESETS",
     "LinearKernel",
     "retrieve",
