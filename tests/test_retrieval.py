@@ -199,7 +199,7 @@ def test_retrieval_weights_have_no_subnormal_floats():
     assert ((raw > 0) & (raw < tiny)).any(), "the test case must produce subnormal weights"
     w = uhop.association(queries, memories, beta=beta)
     assert not ((w > 0) & (w < tiny)).any()
-    assert torch.equal(w, torch.where(raw < tiny, torch.zeros_like(raw), raw))
+    assert torch.equal(w, torch.where(raw <= tiny, torch.zeros_like(raw), raw))
     out = uhop.retrieve(queries, memories, beta=beta)
     assert (out - raw @ memories).abs().max() <= 1e-6
 
@@ -229,10 +229,11 @@ def test_separate_and_read_out_from_precomputed_scores():
 
 def test_read_out_flushes_subnormal_weights_of_either_sign():
     tiny = torch.finfo(torch.float32).tiny
-    w = torch.tensor([[0.5, tiny / 4, -tiny / 8, -0.25]])
+    w = torch.tensor([[0.5, tiny / 4, -tiny / 8, -0.25, 2 * tiny, float("nan")]])
     memories = torch.tensor([[1.0], [2.0], [4.0], [8.0]])
-    assert torch.equal(uhop.retrieval.flush_subnormal(w), torch.tensor([[0.5, 0.0, 0.0, -0.25]]))
-    assert torch.equal(uhop.retrieval.read_out(w, memories), torch.tensor([[0.5 - 2.0]]))
+    flushed = uhop.retrieval.flush_subnormal(w)
+    assert torch.equal(flushed[:, :5], torch.tensor([[0.5, 0.0, 0.0, -0.25, 2 * tiny]])) and flushed[0, 5].isnan()
+    assert torch.equal(uhop.retrieval.read_out(w[:, :4], memories[:4]), torch.tensor([[0.5 - 2.0]]))
 
 
 def test_make_scorer_precomputes_the_kernel_keys():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ._checks import (
     check_choice,
@@ -159,15 +160,16 @@ def _separate(sep, beta: float, scores: torch.Tensor) -> torch.Tensor:
 
 
 def flush_subnormal(weights: torch.Tensor) -> torch.Tensor:
-    """Set weights smaller in magnitude than the smallest normal float of their dtype to 0.
+    """Set the weights whose magnitude is at most the smallest normal float of their dtype to 0.
 
     A sharp softmax (a fitted U-Hop kernel, large beta) leaves a few percent of its weights as subnormal
     floats, which many CPUs multiply tens of times slower than normal ones: the read-out ``weights @ memories``
-    then costs several times a plain MHM step.  Each such weight is below 1.2e-38 (float32), so dropping it
-    changes a retrieved pattern by less than that times the largest memory entry -- far below rounding.  The
-    user's global torch settings (``torch.set_flush_denormal``) are left alone.
+    then costs several times a plain MHM step.  Each such weight is at most 1.2e-38 (float32), so dropping it
+    changes a retrieved pattern by at most that times the largest memory entry -- far below rounding.  The
+    user's global torch settings (``torch.set_flush_denormal``) are left alone.  ``hardshrink`` does it in one
+    pass without temporaries (NaN stays NaN), a small fraction of the read-out's cost.
     """
-    return weights.masked_fill(weights.abs() < torch.finfo(weights.dtype).tiny, 0.0)
+    return F.hardshrink(weights, torch.finfo(weights.dtype).tiny)
 
 
 def read_out(weights: torch.Tensor, memories: torch.Tensor) -> torch.Tensor:
