@@ -73,11 +73,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from uhop.experiments import classification as cls
+from uhop.experiments import report
 
 start = time.perf_counter()
-sns.set_theme(style="whitegrid", context="notebook")
+report.book_style()
 if threads:
     torch.set_num_threads(threads)
 # the one translation of these parameters (shared with `python -m uhop.experiments.classification train`)
@@ -124,37 +126,44 @@ def pm(mean, std):
 
 table = pd.DataFrame({
     "model": largest.label,
-    "ours: max train acc (%)": [pm(m, s) for m, s in zip(largest.max_train_acc, largest.max_train_acc_std)],
-    "ours: final test acc (%)": [pm(m, s) for m, s in zip(largest.final_test_acc, largest.final_test_acc_std)],
-    "ours: best test acc (%)": [pm(m, s) for m, s in zip(largest.best_test_acc, largest.best_test_acc_std)],
-    "paper: max train acc (%)": 100 * largest.paper_max_train_acc,
-    "paper: test acc (%)": 100 * largest.paper_test_acc,
+    ("ours", "max train"): [pm(m, s) for m, s in zip(largest.max_train_acc, largest.max_train_acc_std)],
+    ("ours", "final test"): [pm(m, s) for m, s in zip(largest.final_test_acc, largest.final_test_acc_std)],
+    ("ours", "best test"): [pm(m, s) for m, s in zip(largest.best_test_acc, largest.best_test_acc_std)],
+    ("paper", "max train"): 100 * largest.paper_max_train_acc,
+    ("paper", "test"): 100 * largest.paper_test_acc,
 }).set_index("model")
-print(f"{dataset}: {int(largest.train_size.iloc[0])} training images, {int(largest.epochs.iloc[0])} epochs, "
-      f"{int(largest.seeds.iloc[0])} run seed(s)")
-table
+table.columns = pd.MultiIndex.from_tuples(table.columns, names=["accuracy (%)", ""])
+report.table(table, fmt={("paper", "max train"): "{:.1f}", ("paper", "test"): "{:.1f}"},
+             caption=f"{dataset}: {int(largest.train_size.iloc[0])} training images, "
+                     f"{int(largest.epochs.iloc[0])} epochs, {int(largest.seeds.iloc[0])} run seed(s)")
 
 # %% [markdown]
 # ## Convergence (App G.5)
 #
-# Per-epoch training and test accuracy and loss (mean over run seeds, band = ± one standard deviation) at the
+# Per-epoch training and test accuracy and loss (mean over run seeds, error bars = ± one standard deviation) at the
 # largest training-set size, and the first epoch at which the training accuracy reaches a threshold.
 
 # %%
 largest_curves = curves[curves.train_size == curves.train_size.max()]
-fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
-for ax, col, title in zip(axes, ["train_acc", "test_acc", "train_loss", "test_loss"],
+fig, axes = report.figure(2, 2, height=5.8, sharex=True)
+for ax, col, title in zip(axes.flat, ["train_acc", "test_acc", "train_loss", "test_loss"],
                           ["training accuracy", "test accuracy", "training loss", "test loss"]):
-    sns.lineplot(data=largest_curves, x="epoch", y=col, hue="label", errorbar="sd", marker="o", ax=ax)
+    sns.lineplot(data=largest_curves, x="epoch", y=col, hue="label", errorbar="sd", err_style="bars", marker="o",
+                 ax=ax)
     ax.set(title=title, ylabel="")
-    if ax is not axes[-1]:
-        ax.get_legend().remove()
-axes[-1].legend(fontsize=8)
-fig.tight_layout()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))   # epochs are whole numbers
+report.legend_below(fig, axes[0, 0], ncol=2)
 plt.show()
 plt.close(fig)
-conv_cols = [c for c in summary.columns if c.startswith(("epochs_to_", "reached_"))]
-largest.set_index("label")[conv_cols + ["images_per_s", "inner_fraction"]].round(3)
+conv = largest.set_index("label")
+shown = pd.DataFrame(index=pd.Index(conv.index, name="model"))
+for col in [c for c in conv.columns if c.startswith("epochs_to_")]:
+    reached = conv[col.replace("epochs_to", "reached")]
+    shown[f"first epoch, train acc. {float(col.rsplit('_', 1)[1]):.0%}"] = [
+        f"{e:.3g} ({k} of {n} runs)" if k else f"never ({n} runs)" for e, k, n in zip(conv[col], reached, conv.seeds)]
+shown["images/s"] = conv.images_per_s
+shown["inner steps (% of time)"] = 100 * conv.inner_fraction
+report.table(shown, fmt={"images/s": "{:.0f}", "inner steps (% of time)": "{:.0f}"}, wrap=True)
 
 # %% [markdown]
 # ## Expressiveness (Fig 6, App G.4)
@@ -164,16 +173,21 @@ largest.set_index("label")[conv_cols + ["images_per_s", "inner_fraction"]].round
 # %%
 expr = pd.read_csv(out / "expressiveness.csv")
 if expr.train_size.nunique() > 1:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = report.figure(1, 1, height=4.0)
+    ax = ax[0, 0]
     for label, g in expr.groupby("label"):
         ax.errorbar(g.train_size, g.max_train_acc, yerr=g.max_train_acc_std.fillna(0), marker="o", capsize=3,
                     label=label)
     ax.set(xscale="log", xlabel="training-set size", ylabel="max training accuracy", title=f"{dataset}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    report.legend_below(fig, ax, ncol=2)
     plt.show()
     plt.close(fig)
-expr.round(4)
+shown = expr.set_index(["label", "train_size"])[["max_train_acc", "max_train_acc_std", "seeds"]]
+shown.index.names = ["model", "training images"]
+shown.columns = ["max train acc. (%)", "sd over runs", "runs"]
+shown[["max train acc. (%)", "sd over runs"]] *= 100
+report.table(shown, fmt={"max train acc. (%)": "{:.1f}", "sd over runs": "{:.1f}", "runs": "{:d}"},
+             caption="sd blank: a single run" if (expr.seeds == 1).any() else None)
 
 # %%
 # Smoke checks that fail loudly if something is badly wrong.

@@ -75,11 +75,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from uhop.experiments import forecasting as fc
+from uhop.experiments import report
 from uhop.provenance import atomic_write_text, write_manifest
 
 start = time.perf_counter()
+report.book_style()
 if threads:
     torch.set_num_threads(threads)
 parameters = dict(
@@ -109,13 +112,19 @@ for r in results:
                  "test MAE": r["test_mae"], "epochs": r["epochs_run"], "best epoch": r["best_epoch"],
                  "s/epoch": r["seconds_per_epoch"], "windows/s": r["train_windows_per_s"],
                  "test windows": r["windows"]["test"]})
-table = pd.DataFrame(rows)
+table = pd.DataFrame(rows).set_index("variant")
 full_test = all(r["windows"]["test"] == r["windows"]["test_available"] for r in results)
 if not full_test:
     r = results[0]["windows"]
     print(f"Tested on {r['test']} evenly spaced windows of the {r['test_available']} in the test split "
           "(a subsample: the CPU tier and smoke runs; the chapter measures what this changes).")
-table.round(4)
+notes = ["blank: not trained (persistence)"] if table["best epoch"].isna().any() else []
+for col in ("seed", "test windows"):
+    if table[col].nunique() == 1:   # the same in every row: say it once
+        notes.insert(0, f"{col} {table.pop(col).iloc[0]}")
+report.table(table, fmt={"seed": "{:d}", "test MSE": "{:.4f}", "test MAE": "{:.4f}", "epochs": "{:d}",
+                          "best epoch": "{:.0f}", "s/epoch": "{:.2f}", "windows/s": "{:.0f}", "test windows": "{:d}"},
+             caption="; ".join(notes) or None)
 
 # %% [markdown]
 # The paper's Table 8 entry for the same dataset and horizon (its numbers, not ours; multivariate, standardised):
@@ -125,7 +134,8 @@ paper = fc.PAPER_TABLE8.get((dataset, horizon))
 if paper is None:
     print(f"Table 8 has no entry for {dataset}, horizon {horizon}.")
 else:
-    display(pd.DataFrame({fc.VARIANT_LABELS[k]: {"MSE": v[0], "MAE": v[1]} for k, v in paper.items()}).T)
+    display(report.table(pd.DataFrame({fc.VARIANT_LABELS[k]: {"MSE": v[0], "MAE": v[1]} for k, v in paper.items()}).T,
+                         fmt="{:.3f}", caption=f"paper, Table 8: {dataset}, horizon {horizon}"))
 
 # %% [markdown]
 # ## Validation curves and U-Hop's separation loss
@@ -133,20 +143,19 @@ else:
 # %%
 trained = [r for r in results if r["history"]]
 if trained:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for r in trained:
-        c = r["config"]
+    fig, axes = report.figure(2, 1, height=6.2, sharex=True)
+    for i, r in enumerate(trained):
+        c, epoch = r["config"], [h["epoch"] for h in r["history"]]
         label = f"{fc.VARIANT_LABELS[c['variant']]} (seed {c['seed']})"
-        axes[0].plot([h["epoch"] for h in r["history"]], [h["val_mse"] for h in r["history"]], "o-", label=label)
-        if c["variant"] == "stanhop_uhop":
-            axes[1].plot([h["epoch"] for h in r["history"]], [h["sep_loss_last"] for h in r["history"]], "o-",
-                         label=label)
-    axes[0].set(xlabel="epoch", ylabel="validation MSE", title="validation MSE")
-    axes[1].set(xlabel="epoch", ylabel="separation loss (Def 3.1)", title="U-Hop: separation loss, last inner step")
-    for ax in axes:
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+        axes[0, 0].plot(epoch, [h["val_mse"] for h in r["history"]], "o-", color=f"C{i}", label=label)
+        if c["variant"] == "stanhop_uhop":   # same colour per run in both panels
+            axes[1, 0].plot(epoch, [h["sep_loss_last"] for h in r["history"]], "o-", color=f"C{i}", label=label)
+    axes[0, 0].set(ylabel="validation MSE", title="validation MSE")
+    axes[1, 0].set(xlabel="epoch", ylabel="separation loss", title="U-Hop: separation loss (Def. 3.1), last inner step")
+    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))   # epochs are whole numbers
+    last = max(h["epoch"] for r in trained for h in r["history"])
+    axes[1, 0].set_xlim(0.5, last + 0.5)
+    report.legend_below(fig, axes[0, 0], ncol=2)
     plt.show()
 
 # %%

@@ -61,6 +61,7 @@ from uhop.experiments import GridConfig, run_grid
 from uhop.experiments import report
 
 start = time.perf_counter()
+report.book_style()
 config = GridConfig(
     experiment="loss_error", dataset=dataset, protocol=protocol, methods=methods, sizes=[memories],
     epochs=epochs_range, noise=[mask_fraction], seeds=[seed + r for r in range(runs)], corruption="mask",
@@ -81,18 +82,20 @@ for method, part in results.groupby("method"):
                  "Spearman(lr, SSE)": report.spearman(part["lr"], part["sse_mean"]),
                  "Spearman(eff. support, SSE)": report.spearman(part["eff_support"], part["sse_mean"])})
 correlations = pd.DataFrame(rows)
-correlations.round(3)
+report.table(correlations.set_index("method").T, caption="correlations over runs (one column per method)")
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-data = results.assign(method=results["method"].map(report.label))
-sns.scatterplot(data=data, x="sep_loss", y="sse_mean", hue="N", style="method", palette="viridis", ax=axes[0], s=25)
-axes[0].set_xlabel("separation loss of the kernel on the memory set")
-axes[0].set_ylabel("SSE per memory (mean over the M queries of a run)")
-axes[0].set_title(f"{dataset}, M = {memories}, {len(results)} runs")
-sns.scatterplot(data=data, x="N", y="sse_mean", hue="lr", style="method", palette="magma", ax=axes[1], s=25)
-axes[1].set_title("the same runs against N (colour: learning rate)")
-fig.tight_layout()
+fig, axes = report.figure(2, 1, height=7.6)
+data = results.assign(method=results["method"].map(report.label)).rename(columns={"lr": "learning rate"})
+sns.scatterplot(data=data, x="sep_loss", y="sse_mean", hue="N", style="method", palette="viridis", ax=axes[0, 0],
+                s=30)
+axes[0, 0].set_title(f"{dataset}, M = {memories}, {len(results)} runs")
+sns.scatterplot(data=data, x="N", y="sse_mean", hue="learning rate", style="method", palette="magma",
+                ax=axes[1, 0], s=30)
+axes[1, 0].set_title("the same runs against N")
+for ax, x in zip(axes[:, 0], ["sep_loss", "N"]):
+    ax.set(xlabel=report.AXIS_LABELS[x], ylabel=report.AXIS_LABELS["sse_mean"])
+    sns.move_legend(ax, "center left", bbox_to_anchor=(1.02, 0.5))
 plt.show()
 
 # %%

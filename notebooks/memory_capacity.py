@@ -17,7 +17,7 @@
 # Figure 3 (left) and Figure 26 of the paper: store $M$ images, corrupt each one into a query
 # (50% masked), run one retrieval step with every method and report the per-memory sum of squared
 # pixel differences (SSE), averaged over the $M$ queries of a run; the plot shows the mean over
-# `runs` runs with a band of $\pm$ one standard deviation over runs.
+# `runs` runs with error bars of $\pm$ one standard deviation over runs.
 #
 # The grid runs through `uhop.experiments.retrieval.run_grid`: for each $(M, \text{seed})$
 # the memories and queries are drawn once, the baselines run once, and Stage I runs once up to the
@@ -65,6 +65,7 @@ from uhop.experiments import GridConfig, run_grid
 from uhop.experiments import report
 
 start = time.perf_counter()
+report.book_style()
 config = GridConfig(
     experiment="capacity", dataset=dataset, protocol=protocol, methods=methods, sizes=sizes,
     epochs=epochs, noise=[mask_fraction], seeds=[seed + r for r in range(runs)], corruption="mask",
@@ -82,26 +83,31 @@ print(f"{len(results)} rows -> {path}; {results['variant'].iloc[0]!r} copy of {d
 
 # %%
 at_n = report.at_epochs(results, plot_epochs if plot_epochs in config.epochs else max(config.epochs))
-fig, ax = plt.subplots(figsize=(7, 4.5))
-report.lineplot(at_n, x="M", y="sse_mean", ax=ax, logx=True, logy=True,
+fig, ax = report.figure(1, 1, height=6.0)
+report.lineplot(at_n, x="M", ax=ax[0, 0], logx=True, logy=True,
                 title=f"{dataset}, protocol {protocol!r}, N = {plot_epochs}")
+report.legend_below(fig, ax[0, 0], ncol=2)  # two columns: ten method names in three stick out of the column
 plt.show()
 
 # %%
-table = report.summary(at_n, ["method", "M"]).pivot(index="method", columns="M",
-                                                      values="sse_mean (mean over runs)")
-table.round(3)
+table = report.mean_table(at_n, "M")   # mean error over runs, one row per method
+blank = "; blank: not finite in any run" if table.isna().any(axis=None) else ""
+report.table(table, caption="error (SSE per memory), mean over runs" + blank, scroll=True)
 
 # %% [markdown]
 # The $\beta$ each method used (for `"tuned"`: chosen on the held-out memories; its median over runs),
 # and how concentrated the separation weights were (effective support $= e^{H(p)}$; 1 = one memory).
 
 # %%
-report.summary(at_n, ["method", "M"], value="eff_support").pivot(
-    index="method", columns="M", values="eff_support (mean over runs)").round(2)
+report.table(report.mean_table(at_n, "M", value="eff_support"), fmt="{:.2f}",
+             caption="effective support, mean over runs", scroll=True)
 
 # %%
-at_n.groupby(["method", "M"])["beta"].median().unstack().round(4)
+beta_used = at_n.groupby(["method", "M"])["beta"].median().unstack()
+beta_used = beta_used.loc[[m for m in report.ORDER if m in beta_used.index]].rename(index=report.label)
+beta_used.columns = [f"{c:g}" for c in beta_used.columns]
+beta_used.columns.name = report.AXIS_LABELS["M"]
+report.table(beta_used, fmt="{:.4g}", caption="β used, median over runs; blank: the method has no β", scroll=True)
 
 # %%
 # Smoke check: one row per cell of the grid, and finite errors for every corrected method.

@@ -24,7 +24,7 @@
 #
 # The same Gaussian draw is reused at every level of a run (common random numbers), so each curve
 # varies only $\sigma$. U-Hop's Stage I runs once per $(M, \text{seed})$ (the paper: $N = 100$ for
-# MNIST, $200$ for CIFAR-10). Plot: mean over runs $\pm$ one standard deviation over runs.
+# MNIST, $200$ for CIFAR-10). Plot: mean over runs with error bars of $\pm$ one standard deviation over runs.
 
 # %% tags=["parameters"]
 dataset: str = "mnist"  # image set: "mnist", "cifar10" (the 60k JPEG copy, lossy) or "synthetic"
@@ -62,6 +62,7 @@ from uhop.experiments import GridConfig, run_grid
 from uhop.experiments import report
 
 start = time.perf_counter()
+report.book_style()
 config = GridConfig(
     experiment="noise", dataset=dataset, protocol=protocol, methods=methods, sizes=[memories],
     epochs=[epochs], noise=noise_levels, seeds=[seed + r for r in range(runs)], corruption="noise",
@@ -73,15 +74,17 @@ results = run_grid(config, path, device=device, threads=threads, jobs=jobs,
 print(f"{len(results)} rows -> {path}; {results['variant'].iloc[0]!r} copy of {dataset}")
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4.5))
-report.lineplot(results, x="noise", y="sse_mean", ax=ax, logy=True,
-                title=f"{dataset}, protocol {protocol!r}, M = {memories}, N = {epochs}, noise {noise_mode}")
-ax.set_xlabel(f"noise level sigma ({noise_mode})")
+fig, ax = report.figure(1, 1, height=6.0)
+report.lineplot(results, x="noise", ax=ax[0, 0], logy=True,
+                title=f"{dataset}, protocol {protocol!r}, M = {memories}, N = {epochs}")
+ax[0, 0].set_xlabel(f"noise level σ ({noise_mode.replace('_', ' ')})")
+report.legend_below(fig, ax[0, 0], ncol=2)  # two columns: ten method names in three stick out of the column
 plt.show()
 
 # %%
-report.summary(results, ["method", "noise"]).pivot(index="method", columns="noise",
-                                                     values="sse_mean (mean over runs)").round(3)
+table = report.mean_table(results, "noise")   # mean error over runs, one row per method
+blank = "; blank: not finite in any run" if table.isna().any(axis=None) else ""
+report.table(table, caption="error (SSE per memory), mean over runs" + blank, scroll=True)
 
 # %%
 # Smoke check: one row per cell, and finite errors for every corrected method.

@@ -55,8 +55,10 @@ import torch
 
 import uhop
 from uhop.data import sample_memories
+from uhop.experiments import report
 
 start = time.perf_counter()
+report.book_style()
 torch.manual_seed(seed)
 sample = sample_memories(dataset, n_memories, seed=seed)
 memories = sample.memories.to(device)
@@ -87,7 +89,7 @@ table = pd.DataFrame(
         "std SSE": {k: v.std().item() for k, v in errors.items()},
     }
 )
-table
+report.table(table, fmt="{:.3g}")
 
 # %% [markdown]
 # The first five memories, their corrupted queries and what each method retrieved:
@@ -95,15 +97,14 @@ table
 # %%
 shape = sample.image_shape
 rows = {"memory": memories, "query": queries, **retrieved}
-fig, axes = plt.subplots(len(rows), 5, figsize=(6, 1.25 * len(rows)))
+fig, axes = report.figure(len(rows), 5, height=1.2 * len(rows))
 for r, (name, images) in enumerate(rows.items()):
     for c in range(5):
         image = images[c].detach().cpu().clamp(0, 1).reshape(shape).permute(1, 2, 0).squeeze(-1)
         axes[r, c].imshow(image, cmap="gray" if shape[0] == 1 else None, vmin=0, vmax=1)
         axes[r, c].set_xticks([])
         axes[r, c].set_yticks([])
-    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-fig.tight_layout()
+    axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
 plt.show()
 
 # %%

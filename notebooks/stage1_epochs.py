@@ -51,11 +51,13 @@ output = str(notebook_path(output))  # relative to notebooks/, whatever the work
 import time
 
 import matplotlib.pyplot as plt
+import seaborn as sns
 
 from uhop.experiments import GridConfig, run_grid
 from uhop.experiments import report
 
 start = time.perf_counter()
+report.book_style()
 config = GridConfig(
     experiment="epochs", dataset=dataset, protocol=protocol, methods=methods, sizes=sizes, epochs=epochs,
     noise=[mask_fraction], seeds=[seed + r for r in range(runs)], corruption="mask", beta=beta, t=t,
@@ -73,14 +75,16 @@ print(f"{len(results)} rows -> {path}; {results['variant'].iloc[0]!r} copy of {d
 # %%
 uhop_rows = results[results["N"].notna()]
 curves = report.expand_baselines(results, sorted(uhop_rows["N"].unique()))
-curves = curves.assign(loss=curves["loss"].fillna("none (baseline)"))
-fig, axes = plt.subplots(1, len(config.sizes), figsize=(5.2 * len(config.sizes), 4), squeeze=False)
-for ax, M in zip(axes[0], config.sizes):
-    report.lineplot(curves[curves["M"] == M], x="N", y="sse_mean", style="loss", ax=ax, logy=True,
+LOSSES = {"avg": "average", "max": "max (worst pair)"}
+curves = curves.assign(**{"Stage-I loss": curves["loss"].map(LOSSES).fillna("none (baseline)")})
+fig, axes = report.figure(len(config.sizes), 1, height=3.4 * len(config.sizes), sharex=True)
+for ax, M in zip(axes[:, 0], config.sizes):
+    report.lineplot(curves[curves["M"] == M], x="N", y="sse_mean", style="Stage-I loss", ax=ax, logy=True,
                     title=f"{dataset}, M = {M}")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(left=0)
-fig.tight_layout()
+    ax.set_xticks(config.epochs, [f"{n:g}" for n in config.epochs])
+report.legend_below(fig, axes[0, 0], ncol=3)
 plt.show()
 
 # %% [markdown]
@@ -89,19 +93,24 @@ plt.show()
 
 # %%
 kern = uhop_rows[uhop_rows["method"] == uhop_rows["method"].iloc[0]]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for ax, value, name in zip(axes, ["sep_loss", "sep_loss_max"], ["average loss", "max (worst-pair) loss"]):
-    import seaborn as sns
-    sns.lineplot(data=kern.assign(M=kern["M"].astype(int).astype(str)), x="N", y=value, hue="M", style="loss",
-                 hue_order=[str(m) for m in config.sizes], errorbar="sd", marker="o", ax=ax)
+kern = kern.assign(**{"memories M": kern["M"].astype(int).astype(str), "Stage-I loss": kern["loss"].map(LOSSES)})
+fig, axes = report.figure(2, 1, height=6.4, sharex=True)
+for ax, value, name in zip(axes[:, 0], ["sep_loss", "sep_loss_max"], ["average loss", "max (worst-pair) loss"]):
+    sns.lineplot(data=kern, x="N", y=value, hue="memories M", style="Stage-I loss", errorbar="sd", err_style="bars",
+                 hue_order=[str(m) for m in config.sizes], marker="o", ax=ax)
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(left=0)
-    ax.set_title(f"{name} of the learned kernel")
-fig.tight_layout()
+    ax.set_xticks(config.epochs, [f"{n:g}" for n in config.epochs])
+    ax.set(title=f"{name} of the learned kernel", ylabel=name, xlabel=report.AXIS_LABELS["N"])
+report.legend_below(fig, axes[0, 0], ncol=3)
 plt.show()
 
 # %%
-report.summary(uhop_rows, ["method", "loss", "M", "N"]).round(3)
+shown = report.summary(uhop_rows, ["method", "loss", "M", "N"])
+shown.columns = ["method", "Stage-I loss", "M", "N", "mean error", "sd over runs", "runs"]
+shown["Stage-I loss"] = shown["Stage-I loss"].map(LOSSES)
+report.table(shown, fmt={"M": "{:g}", "N": "{:g}", "mean error": "{:.3g}", "sd over runs": "{:.3g}"}, index=False,
+             scroll=True)
 
 # %%
 # Smoke check: one row per cell; U-Hop at N = 0 (identity kernel) equals MHM under "paper".
