@@ -300,6 +300,24 @@ def test_official_uhop_matches_a_per_memory_loop():
     assert math.isclose(row["sse_mean"], sum(errs) / M, rel_tol=1e-4, abs_tol=1e-5)
 
 
+def test_paper_uhop_row_is_the_core_retrieval_with_the_fitted_kernel():
+    """The runner's U-Hop row under "paper" is uhop.retrieve with the kernel fit_kernel returns (beta inside Sep)."""
+    from uhop.experiments.retrieval import derive_seed
+
+    M, N, seed, beta = 12, 6, 1, 2.0
+    pool = ImagePool("synthetic")
+    mem = pool.sample(M, seed).memories
+    kernel, _ = uhop.fit_kernel(mem, epochs=N, seed=derive_seed(seed, f"kernel-M{M}"), **stage1_settings("paper"))
+    q = make_queries(mem, pool.image_shape, "paper", "mask", 0.5, seed=seed)
+    with torch.no_grad():
+        out = uhop.retrieve(q, mem, beta=beta, kernel=kernel)
+        top = uhop.association(q, mem, beta=beta, kernel=kernel).max(-1).values.double().mean()
+    row = evaluate_cell("synthetic", "paper", "uhop_mhm", M, N, 0.5, seed, beta=beta)
+    assert row["beta"] == beta and row["beta_placement"] == "inside"
+    assert math.isclose(row["sse_mean"], float(uhop.sse(out, mem).double().mean()), rel_tol=1e-6, abs_tol=1e-9)
+    assert math.isclose(row["top_weight"], float(top), rel_tol=1e-6)
+
+
 def test_tuned_beta_is_chosen_on_heldout_memories_only():
     cfg = GridConfig(**dict(SMALL, protocol="tuned", methods=["mhm", "uhop_mhm", "l2", "dam"], sizes=[10],
                             epochs=[5], seeds=[0]))
