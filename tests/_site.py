@@ -21,7 +21,9 @@ window.addEventListener('load', () => {
   const article = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
   const a = article.getBoundingClientRect();
   const p = article.querySelector('section > p') || article.querySelector('p') || document.body;
-  const out = {column: a.width, body_px: parseFloat(getComputedStyle(p).fontSize), tables: [], images: []};
+  const output = article.querySelector('.cell_output');   // the narrowest place a figure is shown
+  const out = {column: a.width, output_column: output ? output.getBoundingClientRect().width : a.width,
+               body_px: parseFloat(getComputedStyle(p).fontSize), tables: [], images: []};
   for (const t of article.querySelectorAll('table')) {
     const r = t.getBoundingClientRect();
     // a table may scroll inside its own box only where a chapter asked for it (class uhop-scroll)
@@ -31,8 +33,10 @@ window.addEventListener('load', () => {
                      text: t.innerText.replace(/\s+/g, ' ').slice(0, 80)});
   }
   for (const img of article.querySelectorAll('img')) {
-    if (!img.closest('.cell_output')) continue;     // figures made by code cells
-    out.images.push({src: img.getAttribute('src'), natural: img.naturalWidth,
+    // figures made by code cells: in a cell's output, or glued into the text (myst-nb figures)
+    if (!(img.getAttribute('src') || '').includes('_images/')) continue;
+    // an image in a tab not shown has no layout: only its natural width can be checked
+    out.images.push({src: img.getAttribute('src'), natural: img.naturalWidth, visible: !!img.offsetParent,
                      shown: img.getBoundingClientRect().width});
   }
   const pre = document.createElement('pre');

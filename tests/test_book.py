@@ -227,7 +227,9 @@ def test_tables_fit_the_column_and_figures_are_shown_at_natural_size(page):
     wide = [f"{t['text'][:60]!r} sticks out by {t['overflow']:.0f} px" for t in m["tables"] if t["overflow"] > 1]
     assert not wide, f"{page}: tables wider than the column ({m['column']:.0f} px):\n" + "\n".join(wide)
     shrunk = [f"{i['src']}: {i['natural']} px shown at {i['shown']:.0f} px" for i in m["images"]
-              if i["shown"] > 0 and i["shown"] < 0.97 * i["natural"]]
+              if i["visible"] and i["shown"] < 0.97 * i["natural"]]
+    shrunk += [f"{i['src']} (in a hidden tab): {i['natural']} px, wider than the {m['output_column']:.0f} px column"
+               for i in m["images"] if not i["visible"] and i["natural"] > m["output_column"] + 1]
     assert not shrunk, f"{page}: figures shrunk to fit (their text gets small):\n" + "\n".join(shrunk)
     # the book's figure text, shown at natural size, is as large as the body text
     assert report.FONT_PT * report.FIGURE_DPI / 72 >= 0.95 * m["body_px"]

@@ -46,7 +46,7 @@ def test_book_style_sizes_figures_for_the_column_and_text_for_reading():
     fig, axes = report.figure(2, 2)
     try:
         width_px = fig.get_figwidth() * fig.dpi
-        assert axes.shape == (2, 2) and width_px == pytest.approx(680)   # the 688 px output column, no shrinking
+        assert axes.shape == (2, 2) and width_px == pytest.approx(640)   # a 648 px tab, no shrinking
         assert report.FONT_PT * fig.dpi / 72 == pytest.approx(16, abs=0.1)  # 16 px: the book's body text
     finally:
         plt.close(fig)

@@ -31,9 +31,10 @@ def label(method: str) -> str:
 
 # -- one figure and table style for the whole book --------------------------------------------------------------
 
-#: Figure width in inches at :data:`FIGURE_DPI`: 6.8 in x 100 dpi = 680 px, the width of a code cell's
-#: output in the book's column (688 px at a 1280 px window), so figures are shown at their natural size.
-FIGURE_WIDTH = 6.8
+#: Figure width in inches at :data:`FIGURE_DPI`: 6.4 in x 100 dpi = 640 px, which fits the narrowest place a
+#: figure is shown in the book's column at a 1280 px window (a code cell's output: 688 px; a tab: 648 px), so
+#: figures are shown at their natural size.
+FIGURE_WIDTH = 6.4
 FIGURE_DPI = 100
 #: Text size in points: 11.5 pt at 100 dpi is 16 px, the book's body text.
 FONT_PT = 11.5
@@ -52,6 +53,8 @@ def book_style() -> None:
         "ytick.labelsize": FONT_PT, "legend.fontsize": FONT_PT, "legend.title_fontsize": FONT_PT,
         "figure.titlesize": FONT_PT, "axes.titleweight": "bold", "legend.frameon": False,
         "figure.constrained_layout.use": True,
+        # the inline backend trims figures to their contents plus this margin (0.1 in by default: 691 px)
+        "savefig.pad_inches": 0.04,
     })
     try:  # the inline backend of a notebook: PNG only, at the figure's own dpi
         from matplotlib_inline.backend_inline import set_matplotlib_formats
@@ -196,7 +199,7 @@ def method_figure(df, x, title=None, logx=False, logy=True, xlabel=None, methods
     lineplot(df, x=x, ax=ax, logx=logx, logy=logy, title=title)
     if xlabel:
         ax.set_xlabel(xlabel)
-    legend_below(fig, ax, ncol=3 if df["method"].nunique() > 4 else 2)
+    legend_below(fig, ax, ncol=2)   # three columns of long method names stick out of a column-wide figure
     return fig
 
 
