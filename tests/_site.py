@@ -39,6 +39,11 @@ window.addEventListener('load', () => {
     out.images.push({src: img.getAttribute('src'), natural: img.naturalWidth, visible: !!img.offsetParent,
                      shown: img.getBoundingClientRect().width});
   }
+  // printed output that is wider than its box (cut off, or only readable by scrolling)
+  out.printed = [];
+  for (const q of article.querySelectorAll('.cell_output pre')) {
+    if (q.offsetParent && q.scrollWidth > q.clientWidth + 1) out.printed.push(q.innerText.slice(0, 80));
+  }
   const pre = document.createElement('pre');
   pre.id = 'uhop-measure';
   pre.textContent = JSON.stringify(out);

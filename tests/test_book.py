@@ -212,7 +212,7 @@ def test_every_executable_page_offers_its_notebook_and_a_colab_launch():
 
 
 @pytest.mark.parametrize("page", _pages() or ["intro.html"])
-def test_tables_fit_the_column_and_figures_are_shown_at_natural_size(page):
+def test_tables_fit_the_column_and_figures_are_shown_at_natural_size(page):  # and printed output wraps
     # what broke before: tables cut off at the column's edge, ~1230 px figures shrunk to ~690 px so their
     # 5-6 px text was unreadable. A table may scroll only inside a box a chapter asked for (class uhop-scroll).
     from _site import chromium, measure
@@ -231,5 +231,6 @@ def test_tables_fit_the_column_and_figures_are_shown_at_natural_size(page):
     shrunk += [f"{i['src']} (in a hidden tab): {i['natural']} px, wider than the {m['output_column']:.0f} px column"
                for i in m["images"] if not i["visible"] and i["natural"] > m["output_column"] + 1]
     assert not shrunk, f"{page}: figures shrunk to fit (their text gets small):\n" + "\n".join(shrunk)
+    assert not m["printed"], f"{page}: printed output cut at the column's edge: {m['printed'][:3]}"
     # the book's figure text, shown at natural size, is as large as the body text
     assert report.FONT_PT * report.FIGURE_DPI / 72 >= 0.95 * m["body_px"]
