@@ -92,7 +92,7 @@ def check_same_dtype_device(a: torch.Tensor, name_a: str, b: torch.Tensor, name_
         )
 
 
-def _check_real(value, name: str) -> float:
+def check_real(value, name: str) -> float:
     # bool is an Integral in Python; refusing it catches swapped arguments.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
@@ -107,14 +107,14 @@ def _check_real(value, name: str) -> float:
 
 def check_positive(value, name: str) -> float:
     """A finite real number > 0 (e.g. ``beta``, ``lr``)."""
-    value = _check_real(value, name)
+    value = check_real(value, name)
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return value
 
 
 def check_nonnegative(value, name: str) -> float:
-    value = _check_real(value, name)
+    value = check_real(value, name)
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
@@ -122,7 +122,7 @@ def check_nonnegative(value, name: str) -> float:
 
 def check_alpha(alpha, name: str = "alpha") -> float:
     """The entmax parameter: alpha in [1, 2] (Eq (2.3), Theorem 2.1)."""
-    alpha = _check_real(alpha, name)
+    alpha = check_real(alpha, name)
     if not 1.0 <= alpha <= 2.0:
         raise ValueError(f"{name} must lie in [1, 2], got {alpha}")
     return alpha
@@ -149,7 +149,7 @@ def check_epochs(epochs, name: str = "epochs") -> int:
 
 def check_probability(p, name: str = "p") -> float:
     """A masking probability in [0, 1) (p = 1 would leave nothing to rescale)."""
-    p = _check_real(p, name)
+    p = check_real(p, name)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{name} must lie in [0, 1), got {p}")
     return p

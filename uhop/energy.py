@@ -13,7 +13,7 @@ import torch
 
 from ._checks import check_memories, check_positive, check_queries
 from .kernel import LinearKernel, check_kernel
-from .separation import Psi_star, Separation, _Psi_star_at, separation as _separation
+from .separation import Psi_star, Separation, Psi_star_at, separation as _separation
 
 __all__ = ["energy", "energy_from_scores"]
 
@@ -26,7 +26,7 @@ def energy_from_scores(scores: torch.Tensor, self_sim: torch.Tensor, beta: float
     it spares a second (bisection) solve.
     """
     if weights is not None and sep.alpha not in (1.0, 2.0):
-        return 0.5 * self_sim - _Psi_star_at(beta * scores, weights, beta, sep.alpha)
+        return 0.5 * self_sim - Psi_star_at(beta * scores, weights, beta, sep.alpha)
     return 0.5 * self_sim - Psi_star(scores, beta, sep.alpha, dim=-1)
 
 

@@ -70,11 +70,11 @@ def sparsemax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
-    """:func:`_entmax` after :func:`check_scores` (the public entry point)."""
-    return _entmax(check_scores(z, dim=dim), alpha, dim)
+    """:func:`entmax_unchecked` after :func:`check_scores` (the public entry point)."""
+    return entmax_unchecked(check_scores(z, dim=dim), alpha, dim)
 
 
-def _entmax(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
+def entmax_unchecked(z: torch.Tensor, alpha: float, dim: int = -1) -> torch.Tensor:
     r"""alpha-EntMax (Definition D.1) for alpha in [1, 2].
 
     Dispatch: alpha = 1 -> ``torch.softmax`` (``entmax_bisect`` returns a
@@ -157,10 +157,10 @@ def Psi_star(z: torch.Tensor, beta: float = 1.0, alpha: float = 1.0, dim: int = 
         p = _sparsemax(theta, dim=dim)
         value = 0.5 * theta.pow(2).sum(dim=dim) - 0.5 * (p - theta).pow(2).sum(dim=dim) + 0.5
         return value / beta
-    return _Psi_star_at(theta, entmax(theta, alpha, dim=dim), beta, alpha, dim)
+    return Psi_star_at(theta, entmax(theta, alpha, dim=dim), beta, alpha, dim)
 
 
-def _Psi_star_at(theta: torch.Tensor, p: torch.Tensor, beta: float, alpha: float,
+def Psi_star_at(theta: torch.Tensor, p: torch.Tensor, beta: float, alpha: float,
                  dim: int = -1) -> torch.Tensor:
     """(1/beta)[<p, theta> + H_alpha(p)] at the maximiser ``p = entmax_alpha(theta)``.
 

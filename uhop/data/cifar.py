@@ -45,15 +45,15 @@ CIFAR_SPLITS = ("train", "test")
 CIFAR10_VARIANTS = ("auto", "torchvision", "jpeg", "exact_subset")
 CIFAR100_VARIANTS = ("auto", "torchvision", "exact_subset")
 
-_JPEG_REL = "cifar10/cifar10-jpeg.tar.gz"
-_NPZ_REL = {"cifar10": "cifar10/cifar10_exact_subset.npz", "cifar100": "cifar100/cifar100_exact_subset.npz"}
-_TV = {"cifar10": ("cifar-10-batches-py", "CIFAR10"), "cifar100": ("cifar-100-python", "CIFAR100")}
+CIFAR10_JPEG_PATH = "cifar10/cifar10-jpeg.tar.gz"
+EXACT_SUBSET_PATHS = {"cifar10": "cifar10/cifar10_exact_subset.npz", "cifar100": "cifar100/cifar100_exact_subset.npz"}
+TORCHVISION_FOLDERS = {"cifar10": ("cifar-10-batches-py", "CIFAR10"), "cifar100": ("cifar-100-python", "CIFAR100")}
 _JPEG_NOTE = "CIFAR-10 re-encoded as JPEG, mean abs. pixel error ~6/255 vs the canonical pixels"
 _DECODE_VERSION = "v1"
 
 
 def _canonical_base(name: str, root: Path) -> Path | None:
-    folder = _TV[name][0]
+    folder = TORCHVISION_FOLDERS[name][0]
     for base in (root / name, root, cache_dir() / name):
         if (base / folder).is_dir():
             return base
@@ -61,12 +61,12 @@ def _canonical_base(name: str, root: Path) -> Path | None:
 
 
 def _searched(name: str, root: Path, variant: str) -> list[Path]:
-    folder = _TV[name][0]
+    folder = TORCHVISION_FOLDERS[name][0]
     paths = [root / name / folder, root / folder, cache_dir() / name / folder]
     if name == "cifar10" and variant in ("auto", "jpeg"):
-        paths.append(root / _JPEG_REL)
+        paths.append(root / CIFAR10_JPEG_PATH)
     if variant in ("auto", "exact_subset"):
-        paths.append(root / _NPZ_REL[name])
+        paths.append(root / EXACT_SUBSET_PATHS[name])
     return paths
 
 
@@ -75,7 +75,7 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool | None, 
         import torchvision.datasets as tvd
     except ImportError as e:  # pragma: no cover
         raise ImportError("the 'torchvision' CIFAR variant needs torchvision: pip install 'uhop[data]'") from e
-    cls = getattr(tvd, _TV[name][1])
+    cls = getattr(tvd, TORCHVISION_FOLDERS[name][1])
     if base is None:  # download
         base = root / name if is_writable(root) else cache_dir() / name
         ds = cls(str(base), train=split == "train", download=True)
@@ -83,16 +83,16 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool | None, 
         try:
             ds = cls(str(base), train=split == "train", download=False)
         except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
-            raise DataIntegrityError(base / _TV[name][0], "torchvision's md5 of every batch file", f"a mismatch ({e})",
+            raise DataIntegrityError(base / TORCHVISION_FOLDERS[name][0], "torchvision's md5 of every batch file", f"a mismatch ({e})",
                                      what="md5") from e
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    return ImageData(images, labels, list(ds.classes), name, split, "torchvision", True, str(base / _TV[name][0]),
+    return ImageData(images, labels, list(ds.classes), name, split, "torchvision", True, str(base / TORCHVISION_FOLDERS[name][0]),
                      note="canonical pickles", indices=torch.arange(len(labels)))
 
 
 def _load_exact_subset(name: str, split: str, root: Path) -> ImageData:
-    path = verify_file(root / _NPZ_REL[name], _NPZ_REL[name])
+    path = verify_file(root / EXACT_SUBSET_PATHS[name], EXACT_SUBSET_PATHS[name])
     with np.load(path) as z:
         if f"x_{split}" not in z.files:
             raise DatasetNotFoundError(
@@ -117,11 +117,11 @@ def cifar10_jpeg_cache(root=None) -> Path:
     (int64 ``(N,)``), written atomically.  The archive is sha256-checked before it is read.
     """
     root = data_root(root)
-    archive = root / _JPEG_REL
+    archive = root / CIFAR10_JPEG_PATH
     if not archive.is_file():
         raise DatasetNotFoundError("cifar10", [archive], detail="variant 'jpeg' needs cifar10-jpeg.tar.gz")
-    verify_file(archive, _JPEG_REL)
-    sha = KNOWN_FILES[_JPEG_REL].sha256
+    verify_file(archive, CIFAR10_JPEG_PATH)
+    sha = KNOWN_FILES[CIFAR10_JPEG_PATH].sha256
     decoded = cache_dir() / f"cifar10-jpeg-{sha[:12]}-decoded"
     tag = f"cifar10-jpeg-decoded-{_DECODE_VERSION}:{sha}"
     if is_complete(decoded, tag):
@@ -167,7 +167,7 @@ def _load_jpeg(split: str, root: Path) -> ImageData:
     else:
         note, idx = _JPEG_NOTE + "; test images grouped by class (original test order unknown)", None
     return ImageData(torch.from_numpy(x), torch.from_numpy(y), list(CIFAR10_CLASSES), "cifar10", split, "jpeg", False,
-                     str(root / _JPEG_REL), note=note, indices=idx)
+                     str(root / CIFAR10_JPEG_PATH), note=note, indices=idx)
 
 
 def _check_args(kind: str, split: str, variant: str, variants: tuple[str, ...]) -> None:
@@ -189,11 +189,11 @@ def load_cifar10(split: str = "train", root=None, variant: str = "auto", downloa
     base = _canonical_base("cifar10", root)
     if variant in ("auto", "torchvision") and base is not None:
         return _load_torchvision("cifar10", split, root, download, base)
-    if variant in ("auto", "jpeg") and (root / _JPEG_REL).is_file():
+    if variant in ("auto", "jpeg") and (root / CIFAR10_JPEG_PATH).is_file():
         return _load_jpeg(split, root)
     if variant in ("auto", "torchvision") and download_allowed(download):
         return _load_torchvision("cifar10", split, root, download, None)
-    if variant in ("auto", "exact_subset") and (root / _NPZ_REL["cifar10"]).is_file():
+    if variant in ("auto", "exact_subset") and (root / EXACT_SUBSET_PATHS["cifar10"]).is_file():
         data = _load_exact_subset("cifar10", split, root)
         if variant == "auto":
             warnings.warn(f"CIFAR-10: only the exact subset was found ({len(data)} {split} images); "
@@ -218,10 +218,10 @@ def load_cifar100(split: str = "train", root=None, variant: str = "auto", downlo
         return _load_torchvision("cifar100", split, root, download, base)
     if variant in ("auto", "torchvision") and download_allowed(download):
         return _load_torchvision("cifar100", split, root, download, None)
-    if variant == "exact_subset" and (root / _NPZ_REL["cifar100"]).is_file():
+    if variant == "exact_subset" and (root / EXACT_SUBSET_PATHS["cifar100"]).is_file():
         return _load_exact_subset("cifar100", split, root)
     hint = ""
-    if variant != "exact_subset" and (root / _NPZ_REL["cifar100"]).is_file():
+    if variant != "exact_subset" and (root / EXACT_SUBSET_PATHS["cifar100"]).is_file():
         hint = ("Only the 20-image exact CIFAR-100 test subset is present; pass variant='exact_subset' to use it, "
                 "or provide the canonical cifar-100-python/ folder (or allow a download: unset UHOP_OFFLINE).")
     raise DatasetNotFoundError("cifar100", _searched("cifar100", root, variant), hint=hint,

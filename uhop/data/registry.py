@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cifar import _JPEG_REL, _NPZ_REL, _TV, load_cifar10, load_cifar100
+from .cifar import CIFAR10_JPEG_PATH, EXACT_SUBSET_PATHS, TORCHVISION_FOLDERS, load_cifar10, load_cifar100
 from .errors import unknown_name
 from .imagedata import ImageData
 from .mnist import load_mnist
 from .paths import cache_dir, data_root
 from .time_series import TIME_SERIES
-from .tiny_imagenet import _SUBSET_REL, _canonical_zips, _full_folders, _is_folder, load_tiny_imagenet
+from .tiny_imagenet import SUBSET50_PATH, canonical_zips, full_folders, is_image_folder, load_tiny_imagenet
 
 __all__ = ["IMAGE_DATASETS", "DATASETS", "canonical_name", "load_images", "available"]
 
@@ -73,16 +73,16 @@ def available(root=None) -> dict[str, list[str]]:
             out["mnist"] = ["torchvision"]
             break
     for name in ("cifar10", "cifar100"):
-        folder = _TV[name][0]
+        folder = TORCHVISION_FOLDERS[name][0]
         if any((b / folder).is_dir() for b in (root / name, root, cache / name)):
             out[name].append("torchvision")
-        if name == "cifar10" and (root / _JPEG_REL).is_file():
+        if name == "cifar10" and (root / CIFAR10_JPEG_PATH).is_file():
             out[name].append("jpeg")
-        if (root / _NPZ_REL[name]).is_file():
+        if (root / EXACT_SUBSET_PATHS[name]).is_file():
             out[name].append("exact_subset")
-    if any(_is_folder(f) for f in _full_folders(root)) or any(z.is_file() for z in _canonical_zips(root)):
+    if any(is_image_folder(f) for f in full_folders(root)) or any(z.is_file() for z in canonical_zips(root)):
         out["tiny_imagenet"].append("full")
-    if (root / _SUBSET_REL).is_file():
+    if (root / SUBSET50_PATH).is_file():
         out["tiny_imagenet"].append("subset50")
     for name, spec in TIME_SERIES.items():
         if (root / spec["rel"]).is_file() or (root / Path(spec["rel"]).name).is_file():

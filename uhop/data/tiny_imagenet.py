@@ -38,22 +38,22 @@ __all__ = ["load_tiny_imagenet", "TINY_SPLITS", "TINY_VARIANTS", "tiny_imagenet_
 
 TINY_SPLITS = ("train", "val")
 TINY_VARIANTS = ("auto", "full", "subset50")
-_SUBSET_REL = "tiny-imagenet/tiny-imagenet-200-subset50.zip"
+SUBSET50_PATH = "tiny-imagenet/tiny-imagenet-200-subset50.zip"
 _CANONICAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 _CANONICAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 _DECODE_VERSION = "v1"
 
 
-def _full_folders(root: Path) -> list[Path]:
+def full_folders(root: Path) -> list[Path]:
     return [root / "tiny-imagenet-200", root / "tiny-imagenet" / "tiny-imagenet-200", cache_dir() / "tiny-imagenet-200"]
 
 
-def _canonical_zips(root: Path) -> list[Path]:
+def canonical_zips(root: Path) -> list[Path]:
     return [root / "tiny-imagenet-200.zip", root / "tiny-imagenet" / "tiny-imagenet-200.zip",
             cache_dir() / "tiny-imagenet-200.zip"]
 
 
-def _is_folder(p: Path) -> bool:
+def is_image_folder(p: Path) -> bool:
     return (p / "wnids.txt").is_file() and (p / "train").is_dir() and (p / "val" / "val_annotations.txt").is_file()
 
 
@@ -117,11 +117,11 @@ def tiny_imagenet_cache(root=None, variant: str = "auto", download: bool | None 
     root = data_root(root)
     searched: list[Path] = []
     if variant in ("auto", "full"):
-        for folder in _full_folders(root):
+        for folder in full_folders(root):
             searched.append(folder)
-            if _is_folder(folder):
+            if is_image_folder(folder):
                 return _decoded_for_folder(folder, "folder"), "full", str(folder)
-        zips = _canonical_zips(root)
+        zips = canonical_zips(root)
         searched += zips
         found = next((z for z in zips if z.is_file()), None)
         if found is None and variant == "full" and download_allowed(download):
@@ -134,13 +134,13 @@ def tiny_imagenet_cache(root=None, variant: str = "auto", download: bool | None 
             ext = extract_once(found, cache_dir() / "tiny-imagenet-200-canonical", f"extract:{_CANONICAL_MD5}")
             return _decoded_for_folder(ext / "tiny-imagenet-200", "canonical"), "full", str(found)
     if variant in ("auto", "subset50"):
-        z = root / _SUBSET_REL
+        z = root / SUBSET50_PATH
         searched.append(z)
         if z.is_file():
-            sha = KNOWN_FILES[_SUBSET_REL].sha256
+            sha = KNOWN_FILES[SUBSET50_PATH].sha256
             decoded = cache_dir() / f"tiny-imagenet-subset50-{sha[:12]}-decoded"
             tag = f"tiny-subset50-decoded-{_DECODE_VERSION}:{sha}"
-            verify_file(z, _SUBSET_REL)
+            verify_file(z, SUBSET50_PATH)
             if not is_complete(decoded, tag):
                 ext = extract_once(z, cache_dir() / f"tiny-imagenet-subset50-{sha[:12]}", f"extract:{sha}")
                 build_once(decoded, tag, lambda tmp: _decode_folder(ext / "tiny-imagenet-200", tmp))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import _check_real
+from .._checks import check_real
 
 __all__ = ["Dropout", "dropout"]
 
@@ -35,7 +35,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        p = _check_real(p, "p")
+        p = check_real(p, "p")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p must lie in [0, 1), got {p}")
         self.p = p

@@ -55,7 +55,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .._checks import _check_real, check_choice, check_int, check_positive
+from .._checks import check_real, check_choice, check_int, check_positive
 from .dropout import Dropout
 from .kernel import FeatureMap, feature_separation_loss
 from .separation import make_separation
@@ -361,7 +361,7 @@ class Hopfield(nn.Module):
         self._steps_max: tuple[int | None, ...] = steps
         self._steps_eps: tuple[float, ...] = _per_head(update_steps_eps, "update_steps_eps", H,
                                                        lambda e: check_positive(e, "update_steps_eps"))
-        p = _check_real(dropout, "dropout")
+        p = check_real(dropout, "dropout")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {p}")
         self.dropout = Dropout(p)

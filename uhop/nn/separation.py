@@ -30,9 +30,9 @@ from torch import nn
 
 from ..entmax_solver import EntmaxNewtonFunction, MAX_NEWTON_STEPS
 
-from .._checks import _check_real, check_choice, check_int
+from .._checks import check_real, check_choice, check_int
 from ..separation import SEPARATION_NAMES, Separation
-from ..separation import _entmax as entmax  # unchecked: a layer's scores come from its own finite products
+from ..separation import entmax_unchecked as entmax  # unchecked: a layer's scores come from its own finite products
 from ..separation import separation as _make_fixed
 
 __all__ = ["SeparationModule", "LEARNABLE", "make_separation"]
@@ -80,7 +80,7 @@ class SeparationModule(nn.Module):
         self.bisect_iters = None if bisect_iters is None else check_int(bisect_iters, "bisect_iters", minimum=1)
         self.learnable = isinstance(separation, str) and separation == LEARNABLE
         if self.learnable:
-            alpha0 = _check_real(alpha_init, "alpha_init")
+            alpha0 = check_real(alpha_init, "alpha_init")
             if not 1.0 < alpha0 <= 2.0:
                 raise ValueError(
                     f"alpha_init must lie in (1, 2] for separation='learnable' (alpha = 1 + sigmoid(a) "
