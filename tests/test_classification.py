@@ -242,3 +242,32 @@ def test_committed_converged_runs_match_their_entry():
     if len(mhm):
         final = mhm[mhm.epoch == cfg.epochs].test_acc
         assert final.mean() >= 0.60, f"plain MHM final test accuracy {final.mean():.3f} < 0.60"
+
+
+def _add_runs(path, seed_offset, n):
+    from uhop.experiments import classification as cls
+
+    for i in range(n):
+        row = dict.fromkeys(cls.CURVE_COLUMNS, 0.0) | {"variant": "mhm", "run_seed": seed_offset + i,
+                                                       "train_size": 8, "epoch": 1}
+        cls._add_run(path, [row], "mhm", seed_offset + i, 8)
+
+
+def test_processes_training_into_one_folder_keep_each_others_runs(tmp_path):
+    # Two trainers writing the converged tier's folder at once once dropped a finished run: each wrote back the
+    # copy of curves.csv it had read when it started. Each run's rows are now merged into the file on disk,
+    # under its lock, so two processes adding runs as fast as they can lose nothing.
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    path = tmp_path / "curves.csv"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_add_runs, args=(path, offset, 12)) for offset in (0, 100)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    seeds = sorted(pd.read_csv(path)["run_seed"])
+    assert seeds == list(range(12)) + list(range(100, 112))

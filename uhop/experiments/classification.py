@@ -28,7 +28,7 @@ from .._checks import check_choice, check_int
 from ..data import load_cifar10, load_cifar100, load_tiny_imagenet
 from ..models.vision import VARIANT_LABELS, VARIANTS, build_model
 from ..nn.bilevel import BilevelTrainer
-from ..provenance import atomic_write_text, write_manifest
+from ..provenance import atomic_write_text, write_manifest, writer_lock
 
 __all__ = ["DATASETS", "PRESETS", "PAPER_TABLE1", "ClassificationConfig", "ClassificationData", "load_data",
            "make_config", "train_variant", "run", "summarize", "expressiveness_table", "epochs_to_accuracy",
@@ -414,25 +414,50 @@ def run(cfg: ClassificationConfig, out_dir: str | Path, *, command: str = "uhop.
                 log(f"{VARIANT_LABELS[variant]:>20} seed={run_seed} n={actual}: max train acc "
                     f"{max(r['train_acc'] for r in rows):.3f}, final test acc {last['test_acc']:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)")
-                curves = curves[~((curves.variant == variant) & (curves.run_seed == run_seed)
-                                  & (curves.train_size == actual))] if len(curves) else curves
-                new = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-                curves = new if not len(curves) else pd.concat([curves, new], ignore_index=True)
-                atomic_write_text(curves_path, curves.to_csv(index=False))
+                curves = _add_run(curves_path, rows, variant, run_seed, actual)
+    # other processes may be training other runs into the same folder: summarise what is on disk, under its lock
+    with writer_lock(curves_path, "classification curves", wait=_LOCK_WAIT_S):
+        if curves_path.exists():
+            curves = _read_curves(curves_path)
+        _write_summaries(out, curves, cfg, data, command, time.perf_counter() - start, n_train)
+    return curves
+
+
+#: How long a writer waits for another process's write of the same folder (a write takes well under a second).
+_LOCK_WAIT_S = 600.0
+
+
+def _add_run(curves_path: Path, rows: list[dict], variant: str, run_seed: int, train_size: int):
+    """Add one finished run's rows to ``curves.csv``: under an exclusive lock, the file is read again just before
+    the write, so processes training different runs into one folder never drop each other's rows (a process
+    holding an old copy would)."""
+    import pandas as pd
+
+    with writer_lock(curves_path, "classification curves", wait=_LOCK_WAIT_S):
+        curves = _read_curves(curves_path)
+        if len(curves):
+            curves = curves[~((curves.variant == variant) & (curves.run_seed == run_seed)
+                              & (curves.train_size == train_size))]
+        new = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+        curves = new if not len(curves) else pd.concat([curves, new], ignore_index=True)
+        atomic_write_text(curves_path, curves.to_csv(index=False))
+    return curves
+
+
+def _write_summaries(out: Path, curves, cfg, data, command, wall_time_s: float, n_train: int) -> None:
     summary = summarize(curves)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(out / "summary.json", json.dumps(json.loads(summary.to_json(orient="records")), indent=2))
     expr = expressiveness_table(curves)
     atomic_write_text(out / "expressiveness.csv", expr.to_csv(index=False))
     write_manifest(out / "manifest.json", command=command, parameters=cfg.as_dict(),
-                   wall_time_s=time.perf_counter() - start, device=cfg.device,
+                   wall_time_s=wall_time_s, device=cfg.device,
                    extra={"training_seconds_total": float(curves.seconds.sum()),
                           "note": "wall_time_s covers this call only; runs found in curves.csv were skipped "
                                   "(resume); training_seconds_total sums the per-epoch times of every run",
                           "data": {"description": data.description, "variant": data.variant, "exact": data.exact,
                                    "train_images": n_train, "test_images": len(data.test_y)},
                           "files": ["curves.csv", "summary.csv", "summary.json", "expressiveness.csv"]})
-    return curves
 
 
 # Parameters that may differ between calls writing into the same folder (they do not change a run's result,
