@@ -1,0 +1,146 @@
+"""Reading finished runs back: one row per run, means over seeds, the paired U-Hop minus STanHop differences,
+which runs of a ``notebooks/full_size.yml`` tier are done, and Table 8 as a table."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
+
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "tier_status", "paper_table"]
+
+_ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
+        "max_test_windows")
+
+
+def _row(result: dict):
+    c = result["config"]
+    row = {k: c[k] for k in _ROW}
+    row.update(label=VARIANT_LABELS[c["variant"]], test_mse=result["test_mse"], test_mae=result["test_mae"],
+               val_mse=result["val_mse"], epochs_run=result["epochs_run"], best_epoch=result["best_epoch"],
+               seconds_per_epoch=result["seconds_per_epoch"], train_windows_per_s=result["train_windows_per_s"],
+               device=result["device"], key=result["key"])
+    return row
+
+
+def load_runs(path: str | os.PathLike) -> list[dict]:
+    """The finished-run dicts of :func:`train_forecaster` (``*.json`` except manifests) under ``path``,
+    recursively, in file-name order (an empty list for a missing folder)."""
+    runs = []
+    for f in sorted(Path(path).rglob("*.json")):
+        if f.name.endswith(".manifest.json"):
+            continue
+        data = json.loads(f.read_text())
+        if isinstance(data, dict) and "config" in data and "test_mse" in data:
+            runs.append(data)
+    return runs
+
+
+def load_results(runs: str | os.PathLike | Sequence[dict]):
+    """Run results as a pandas DataFrame, one row per run: from a folder (:func:`load_runs`) or from the
+    run dicts themselves."""
+    import pandas as pd
+
+    if isinstance(runs, (str, os.PathLike)):
+        runs = load_runs(runs)
+    rows = [_row(r) for r in runs]
+    return pd.DataFrame(rows, columns=[*_ROW, "label", "test_mse", "test_mae", "val_mse", "epochs_run", "best_epoch",
+                                       "seconds_per_epoch", "train_windows_per_s", "device", "key"])
+
+
+def summarize(results):
+    """Mean and standard deviation over seeds of test MSE/MAE per (dataset, horizon, variant, setting);
+    ``results``: a list of result dicts or the DataFrame of :func:`load_results`.  ``full_test`` is False for
+    smoke runs tested on a subsample of the test split (``max_test_windows``): those are not results."""
+    import pandas as pd
+
+    df = results if isinstance(results, pd.DataFrame) else pd.DataFrame([_row(r) for r in results])
+    keys = ["dataset", "horizon", "variant", "input_len", "epochs", "d_model", "max_train_windows", "loss",
+            "max_test_windows"]
+    g = df.fillna({"max_train_windows": -1, "max_test_windows": -1}).groupby(keys, sort=True)
+    out = g.agg(seeds=("seed", "nunique"), mse=("test_mse", "mean"), mse_std=("test_mse", "std"),
+                mae=("test_mae", "mean"), mae_std=("test_mae", "std")).reset_index()
+    out["full_test"] = out["max_test_windows"] == -1
+    for col in ("max_train_windows", "max_test_windows"):
+        out[col] = out[col].astype(object).where(out[col] != -1, None)
+    return out
+
+
+def paired_differences(results):
+    """Per (dataset, horizon): U-Hop minus plain STanHop test MSE and MAE, paired by seed (same initial weights,
+    windows and batch order), as mean with a 95% t interval over seeds and a sign count, beside Table 8's
+    difference.  ``results``: the DataFrame of :func:`load_results` (or run dicts).
+
+    ``verdict`` is ``"U-Hop better"`` / ``"U-Hop worse"`` when the MSE interval excludes 0, else ``"no resolved
+    difference"`` (one seed: ``"one seed"``).
+    """
+    import pandas as pd
+
+    from ..report import paired_interval
+
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    rows = []
+    for (d, h), sub in df.groupby(["dataset", "horizon"], sort=True):
+        p = sub.pivot_table(index="seed", columns="variant", values=["test_mse", "test_mae"])
+        if ("test_mse", "stanhop_uhop") not in p.columns or ("test_mse", "stanhop") not in p.columns:
+            continue
+        both = p.dropna(subset=[("test_mse", "stanhop_uhop"), ("test_mse", "stanhop")])
+        if not len(both):
+            continue
+        dm = paired_interval(both["test_mse", "stanhop_uhop"] - both["test_mse", "stanhop"])
+        da = paired_interval(both["test_mae", "stanhop_uhop"] - both["test_mae", "stanhop"])
+        paper = PAPER_TABLE8.get((d, int(h)))
+        if dm["n"] < 2:
+            verdict = "one seed"
+        elif dm["high"] < 0:
+            verdict = "U-Hop better"
+        elif dm["low"] > 0:
+            verdict = "U-Hop worse"
+        else:
+            verdict = "no resolved difference"
+        rows.append({"dataset": d, "horizon": int(h), "seeds": dm["n"],
+                     "STanHop MSE": both["test_mse", "stanhop"].mean(),
+                     "U-Hop MSE": both["test_mse", "stanhop_uhop"].mean(),
+                     "dMSE": dm["mean"], "dMSE low": dm["low"], "dMSE high": dm["high"],
+                     "U-Hop lower MSE": f"{dm['negative']} of {dm['n']}",
+                     "dMAE": da["mean"], "dMAE low": da["low"], "dMAE high": da["high"],
+                     "paper dMSE": (paper["stanhop_uhop"][0] - paper["stanhop"][0]) if paper else float("nan"),
+                     "paper dMAE": (paper["stanhop_uhop"][1] - paper["stanhop"][1]) if paper else float("nan"),
+                     "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def tier_status(prefix: str, out_dir: str | os.PathLike, exact: bool = False) -> tuple[list[dict], list[dict]]:
+    """``(finished, pending)`` runs of the ``notebooks/full_size.yml`` forecasting entries named ``prefix*``
+    (``exact``: the one entry named ``prefix``):
+    every (entry, variant, seed) they declare, split by whether ``out_dir/<run_key>.json`` exists.  Each item:
+    ``{"run", "dataset", "horizon", "variant", "seed", "key"}``."""
+    from ...reproduce import load_runs as load_full_size
+
+    finished, pending = [], []
+    for entry in load_full_size():
+        if entry["notebook"] != "forecasting" or not (entry["name"] == prefix if exact else
+                                                         entry["name"].startswith(prefix)):
+            continue
+        base, variants, seeds = config_from_parameters(entry.get("parameters") or {})
+        for seed in seeds:
+            for variant in variants:
+                config = replace(base, variant=variant, seed=seed)
+                item = {"run": entry["name"], "dataset": config.dataset, "horizon": config.horizon,
+                        "variant": variant, "seed": seed, "key": run_key(config)}
+                (finished if (Path(out_dir) / f"{item['key']}.json").exists() else pending).append(item)
+    return finished, pending
+
+
+def paper_table():
+    """Table 8 of the paper as a DataFrame (MSE/MAE with and without U-Hop)."""
+    import pandas as pd
+
+    rows = [{"dataset": d, "horizon": h, "STanHop MSE": v["stanhop"][0], "STanHop MAE": v["stanhop"][1],
+             "+U-Hop MSE": v["stanhop_uhop"][0], "+U-Hop MAE": v["stanhop_uhop"][1]}
+            for (d, h), v in PAPER_TABLE8.items()]
+    return pd.DataFrame(rows)
