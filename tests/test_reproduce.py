@@ -163,7 +163,7 @@ def test_unknown_run_name_names_close_matches_and_the_known_runs(capsys):
 def test_progress_estimates_time_left_from_measured_units(monkeypatch, tmp_path):
     runs = [{"name": n, "notebook": "x", "estimate": f"{e} s"} for n, e in (("a", 10), ("b", 20), ("c", 30))]
     units = {"a": (4, 4), "b": (0, 10), "c": None}
-    monkeypatch.setattr(reproduce, "run_units", lambda run: units[run["name"]])
+    monkeypatch.setattr(reproduce.runs, "run_units", lambda run: units[run["name"]])
     progress = reproduce._Progress(runs, workers=2, repo=tmp_path)
     left, basis = progress.remaining()
     assert left == pytest.approx(30.0) and basis == "from the estimates"  # (10 + 20 + 30) s on 2 workers
