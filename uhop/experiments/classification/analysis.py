@@ -1,0 +1,157 @@
+"""Results of the classification runs: the Table-1-style summary (:func:`summarize`), the paper's Table 1, the
+U-Hop-minus-base differences paired by seed, the expressiveness table (Fig 6 / G.4), the G.5 convergence
+measure, and which runs of a ``notebooks/full_size.yml`` entry are finished (:func:`tier_status`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ...models.vision import VARIANT_LABELS
+from .config import config_from_parameters
+from .store import read_curves
+
+
+#: Table 1 of the paper (percent): (max train acc, test acc) per dataset and variant.
+PAPER_TABLE1 = {
+    "cifar10": {"mhm": (56.0, 52.2), "mhm_uhop": (64.6, 55.2), "sparse": (55.9, 52.0), "sparse_uhop": (66.4, 55.4)},
+    "cifar100": {"mhm": (32.3, 26.3), "mhm_uhop": (44.1, 28.7), "sparse": (49.6, 26.0),
+                 "sparse_uhop": (45.4, 29.0)},
+    "tiny_imagenet": {"mhm": (48.9, 12.2), "mhm_uhop": (61.4, 12.7), "sparse": (17.2, 12.3),
+                      "sparse_uhop": (60.6, 12.5)},
+}
+
+
+def epochs_to_accuracy(curve, threshold: float, column: str = "train_acc") -> float:
+    """First epoch at which ``column`` reaches ``threshold`` (NaN if never): the G.5 convergence measure."""
+    hit = curve[curve[column] >= threshold]
+    return float(hit["epoch"].min()) if len(hit) else math.nan
+
+
+def summarize(curves, thresholds: Sequence[float] = (0.4, 0.5)):
+    """Table-1-style summary per (dataset, variant, train size): mean and std over run seeds of the maximal
+    training accuracy over epochs, the final and the best test accuracy, and the mean first epoch reaching each
+    training-accuracy threshold (NaN-aware; ``reached`` counts the seeds that got there)."""
+    import pandas as pd
+
+    rows = []
+    if not len(curves):
+        return pd.DataFrame()
+    for (dataset, variant, size), g in curves.groupby(["dataset", "variant", "train_size"], sort=False):
+        per_seed = []
+        for seed, c in g.groupby("run_seed"):
+            c = c.sort_values("epoch")
+            item = {"max_train_acc": c.train_acc.max(), "final_test_acc": c.test_acc.iloc[-1],
+                    "best_test_acc": c.test_acc.max(), "final_train_loss": c.train_loss.iloc[-1],
+                    "final_test_loss": c.test_loss.iloc[-1], "epochs": int(c.epoch.max()),
+                    "images_per_s": c.images_per_s.median(),
+                    "inner_fraction": (c.inner_seconds.sum() / c.seconds.sum()) if c.seconds.sum() > 0 else 0.0}
+            for th in thresholds:
+                item[f"epochs_to_train_acc_{th:g}"] = epochs_to_accuracy(c, th)
+            per_seed.append(item)
+        ps = pd.DataFrame(per_seed)
+        row = {"dataset": dataset, "variant": variant, "label": VARIANT_LABELS.get(variant, variant),
+               "train_size": int(size), "seeds": len(ps), "epochs": int(ps.epochs.max())}
+        for col in ("max_train_acc", "final_test_acc", "best_test_acc", "final_train_loss", "final_test_loss"):
+            row[col] = ps[col].mean()
+            row[col + "_std"] = ps[col].std(ddof=1) if len(ps) > 1 else 0.0
+        row["images_per_s"] = ps.images_per_s.mean()
+        row["inner_fraction"] = ps.inner_fraction.mean()
+        for th in thresholds:
+            col = f"epochs_to_train_acc_{th:g}"
+            row[col] = ps[col].mean()
+            row[col.replace("epochs_to", "reached")] = int(ps[col].notna().sum())
+        paper = PAPER_TABLE1.get(dataset, {}).get(variant)
+        row["paper_max_train_acc"] = paper[0] / 100 if paper else np.nan
+        row["paper_test_acc"] = paper[1] / 100 if paper else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: The U-Hop variant of each base model (Table 1's pairs).
+UHOP_PAIRS = {"mhm": "mhm_uhop", "sparse": "sparse_uhop"}
+
+
+def per_seed_metrics(curves):
+    """One row per (variant, run seed, train size): max training accuracy over epochs, final and best test
+    accuracy, final training and test loss."""
+    import pandas as pd
+
+    rows = []
+    for (variant, seed, size), c in curves.groupby(["variant", "run_seed", "train_size"]):
+        c = c.sort_values("epoch")
+        rows.append({"variant": variant, "run_seed": int(seed), "train_size": int(size), "epochs": int(c.epoch.max()),
+                     "max_train_acc": c.train_acc.max(), "final_test_acc": c.test_acc.iloc[-1],
+                     "best_test_acc": c.test_acc.max(), "final_train_loss": c.train_loss.iloc[-1],
+                     "final_test_loss": c.test_loss.iloc[-1]})
+    return pd.DataFrame(rows)
+
+
+def paired_differences(curves, dataset: str = "cifar10"):
+    """U-Hop minus its base model (MHM, Sparse MHM), paired by run seed (same initial weights, data, batch order
+    and augmentation), for the max training accuracy and the final and best test accuracy: the mean over seeds
+    with a 95% t interval, how many seeds U-Hop was higher in, and the paper's Table 1 difference.  Accuracies are
+    fractions; the paper's are converted from percent."""
+    import pandas as pd
+
+    from ..report import paired_interval
+
+    per = per_seed_metrics(curves)
+    per = per[per.train_size == per.train_size.max()] if len(per) else per
+    rows = []
+    for base, uhop in UHOP_PAIRS.items():
+        a = per[per.variant == base].set_index("run_seed")
+        b = per[per.variant == uhop].set_index("run_seed")
+        seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            continue
+        paper = PAPER_TABLE1.get(dataset, {})
+        for metric, paper_idx in (("max_train_acc", 0), ("final_test_acc", 1), ("best_test_acc", 1)):
+            r = paired_interval([b.loc[s, metric] - a.loc[s, metric] for s in seeds])
+            if r["n"] < 2:
+                verdict = "one seed"
+            else:
+                verdict = ("U-Hop higher" if r["low"] > 0 else "U-Hop lower" if r["high"] < 0
+                           else "no resolved difference")
+            paper_diff = ((paper[uhop][paper_idx] - paper[base][paper_idx]) / 100
+                          if base in paper and uhop in paper else float("nan"))
+            rows.append({"pair": f"{VARIANT_LABELS[uhop]} vs {VARIANT_LABELS[base]}", "metric": metric,
+                         "seeds": r["n"], "base": a.loc[seeds, metric].mean(), "U-Hop": b.loc[seeds, metric].mean(),
+                         "diff": r["mean"], "low": r["low"], "high": r["high"],
+                         "U-Hop higher in": f"{r['positive']} of {r['n']}", "paper diff": paper_diff,
+                         "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def tier_status(run_name: str, output_dir) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """``(finished, pending)`` ``(variant, run seed)`` pairs of one ``notebooks/full_size.yml`` classification
+    entry: finished when ``output_dir/curves.csv`` holds all of the entry's epochs for that run."""
+    from ...reproduce import load_runs as load_full_size
+
+    entry = next((r for r in load_full_size() if r["name"] == run_name), None)
+    if entry is None:
+        raise ValueError(f"unknown run {run_name!r} in notebooks/full_size.yml")
+    cfg = config_from_parameters(entry.get("parameters") or {})
+    curves = read_curves(Path(output_dir) / "curves.csv")
+    done = set()
+    if len(curves):
+        last = curves.groupby(["variant", "run_seed"])["epoch"].max()
+        done = {(v, int(s)) for (v, s), e in last.items() if e >= cfg.epochs}
+    wanted = [(v, s) for s in cfg.run_seeds for v in cfg.variants]
+    return [w for w in wanted if w in done], [w for w in wanted if w not in done]
+
+
+def expressiveness_table(curves):
+    """Fig 6 / App G.4: max training accuracy (mean, std over seeds) per variant and training-set size."""
+    import pandas as pd
+
+    if not len(curves):
+        return pd.DataFrame()
+    per = curves.groupby(["dataset", "variant", "train_size", "run_seed"]).train_acc.max().reset_index()
+    out = per.groupby(["dataset", "variant", "train_size"]).train_acc.agg(["mean", "std", "count"]).reset_index()
+    out = out.rename(columns={"mean": "max_train_acc", "std": "max_train_acc_std", "count": "seeds"})
+    out["label"] = out.variant.map(VARIANT_LABELS)
+    return out
