@@ -141,3 +141,28 @@ def test_result_files_come_from_the_full_size_spec(tmp_path):
     root = Path(__file__).resolve().parents[1]
     repo = report.ResultFiles.from_full_size(root / "results" / "retrieval", root / "notebooks" / "full_size.yml")
     assert "capacity/mnist_paper.csv" in repo.runs and repo.runs["capacity/mnist_paper.csv"] == "mnist_grid_paper"
+
+
+def test_epochs_figure_stacks_one_panel_per_value_with_one_legend():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from uhop.experiments import report
+
+    df = pd.DataFrame({"N": [0, 1, 10] * 4, "M": ["10"] * 6 + ["20"] * 6, "seed": ([0] * 3 + [1] * 3) * 2,
+                       "sse_mean": [1.0, 0.5, 0.0, 1.2, 0.4, 0.1] * 2, "sep_loss": [0.9, 0.5, 0.2] * 4})
+    fig = report.epochs_figure(df, ["sse_mean", "sep_loss"])
+    try:
+        top, bottom = fig.axes
+        assert top.get_yscale() == "symlog" and bottom.get_yscale() == "linear"   # zeros of the error stay visible
+        assert top.get_xscale() == bottom.get_xscale() == "symlog"                # N = 0 on a log-like axis
+        assert (top.get_ylabel(), bottom.get_ylabel()) == ("error (SSE per memory)", "separation loss")
+        assert bottom.get_xlabel() == "Stage-I epochs N"
+        assert top.get_legend() is None and len(fig.legends) == 1
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["10", "20"]
+        assert fig.get_figwidth() == report.FIGURE_WIDTH
+    finally:
+        plt.close(fig)

@@ -17,7 +17,7 @@ from .retrieval import METHODS
 
 __all__ = ["LABELS", "ORDER", "PAPER_BASELINES", "UHOP", "label", "at_epochs", "expand_baselines", "summary",
            "lineplot", "winners", "book_style", "FIGURE_WIDTH", "FIGURE_DPI", "FONT_PT", "figure", "table",
-           "provenance_list", "AXIS_LABELS", "legend_below", "method_figure", "mean_table", "outcome_counts",
+           "provenance_list", "AXIS_LABELS", "legend_below", "method_figure", "epochs_figure", "mean_table", "outcome_counts",
            "outcomes", "ResultFiles",
            "prepare_output", "manifest_line", "spearman", "pearson", "t_critical_95", "paired_interval"]
 
@@ -190,16 +190,33 @@ def legend_below(fig, ax, ncol: int = 3):
 def method_figure(df, x, title=None, logx=False, logy=True, xlabel=None, methods=None, height=None):
     """One column-wide figure of the error of each method against ``x`` (mean over runs, +- 1 std), legend
     below. ``methods`` restricts the lines (default: all methods in the file)."""
-    import matplotlib.pyplot as plt
-
     if methods is not None:
         df = df[df["method"].isin(methods)]
-    fig = plt.figure(figsize=(FIGURE_WIDTH, height or 0.75 * FIGURE_WIDTH), layout="constrained")
-    ax = fig.add_subplot()
+    fig, axes = figure(1, 1, height=height or 0.75 * FIGURE_WIDTH)
+    ax = axes[0, 0]
     lineplot(df, x=x, ax=ax, logx=logx, logy=logy, title=title)
     if xlabel:
         ax.set_xlabel(xlabel)
     legend_below(fig, ax, ncol=2)   # three columns of long method names stick out of a column-wide figure
+    return fig
+
+
+def epochs_figure(df, values, hue="M", style=None, height=None, ncol=4):
+    """Stacked panels, one per column in ``values``, of that column against the Stage-I epochs N (symlog axis,
+    N = 0 included) per value of ``hue`` (and ``style``), mean over runs with +- 1 std bars; the error panel
+    on a symlog axis so that exact zeros stay visible; one legend below."""
+    import seaborn as sns
+
+    fig, axes = figure(len(values), 1, height=height or 3.0 * len(values), sharex=True)
+    for ax, value in zip(axes[:, 0], values):
+        sns.lineplot(data=df, x="N", y=value, hue=hue, style=style, errorbar="sd", err_style="bars", marker="o",
+                     markersize=3, palette="viridis", ax=ax, legend=value == values[0])
+        ax.set_xscale("symlog", linthresh=1)
+        if value == "sse_mean":
+            ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_ylabel(AXIS_LABELS.get(value, value))
+    axes[-1, 0].set_xlabel(AXIS_LABELS["N"])
+    legend_below(fig, axes[0, 0], ncol=ncol)
     return fig
 
 
@@ -257,10 +274,12 @@ class ResultFiles:
         """Every results file under ``root`` that a run of ``notebooks/full_size.yml`` (or ``spec``) writes, named
         by its path below ``root``, with that run: the file list of a chapter is the spec's, not a copy of it."""
         from ..reproduce import load_runs
+        from ..reproduce.runs import repo_root
 
         root = Path(root).resolve()
-        runs = load_runs(Path(spec) if spec else None)
-        notebooks = Path(spec).resolve().parent if spec else Path(__file__).resolve().parents[2] / "notebooks"
+        spec = Path(spec) if spec else repo_root() / "notebooks" / "full_size.yml"
+        runs = load_runs(spec)
+        notebooks = spec.resolve().parent
         found = {}
         for run in runs:
             output = (run.get("parameters") or {}).get("output")
