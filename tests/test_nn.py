@@ -246,6 +246,47 @@ def test_def22_loss_matches_package_loss_and_batches():
     torch.testing.assert_close(per[1], dl_separation_loss(batch[1]))
 
 
+def test_def22_on_a_batch_of_sets_is_definition_2_2_per_set():
+    # Independent float64 reference written here: log of the mean over i < j of exp(-t ||u_i - u_j||^2) on
+    # unit-normalised rows, set by set; the batched loss must equal it for every set and for each pair rule.
+    batch = torch.randn(4, 7, 3, dtype=DT, generator=_gen(11))
+    u = torch.nn.functional.normalize(batch, dim=-1)
+    sq = ((u[:, :, None, :] - u[:, None, :, :]) ** 2).sum(-1)
+    i, j = torch.triu_indices(7, 7, 1)
+    distinct = torch.log(torch.exp(-1.5 * sq[:, i, j]).mean(-1))
+    everything = torch.log(torch.exp(-1.5 * sq).mean((-1, -2)))
+    torch.testing.assert_close(feature_separation_loss(batch, 1.5, loss="def2.2", reduction="none"), distinct,
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(feature_separation_loss(batch, 1.5, loss="def2.2", pairs="all", reduction="none"),
+                               everything, rtol=0, atol=1e-12)
+    torch.testing.assert_close(feature_separation_loss(batch, 1.5, loss="def2.2"), distinct.mean(), rtol=0,
+                               atol=1e-12)
+
+
+def test_feature_map_is_the_package_linear_kernel():
+    # One feature map: a layer's Phi is a uhop.LinearKernel, so it serves uhop.retrieve directly, with the W the
+    # layer applies (row-normalised here); an affine Phi has no W^T W form and is refused by name.
+    torch.manual_seed(5)
+    fm = FeatureMap(4, 6, init="normal", normalize_rows=True).double()
+    assert isinstance(fm, uhop.LinearKernel)
+    W = fm.weight.detach() / fm.weight.detach().norm(dim=1, keepdim=True)
+    memories = torch.randn(5, 4, dtype=DT, generator=_gen(12))
+    queries = torch.randn(3, 4, dtype=DT, generator=_gen(13))
+    torch.testing.assert_close(fm.gram(), W.T @ W, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fm.similarity(memories, queries), (queries @ W.T) @ (memories @ W.T).T, rtol=0,
+                               atol=1e-12)
+    plain = fm.to_linear_kernel()
+    assert type(plain) is uhop.LinearKernel
+    torch.testing.assert_close(uhop.retrieve(memories, queries, beta=2.0, kernel=fm).detach(),
+                               uhop.retrieve(memories, queries, beta=2.0, kernel=plain), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="to_linear_kernel"):
+        uhop.fit_kernel(memories, epochs=1, kernel=fm)
+    affine = FeatureMap(4, bias=True)
+    for call in (affine.gram, affine.to_linear_kernel, lambda: affine.precompute(torch.randn(3, 4))):
+        with pytest.raises(ValueError, match="affine"):
+            call()
+
+
 def test_layer_separation_loss_uses_mapped_stored_patterns():
     torch.manual_seed(0)
     layer = UHopfield(4, kernel_init="normal", d_phi=6)

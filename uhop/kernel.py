@@ -87,12 +87,12 @@ class LinearKernel(nn.Module):
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor) -> "LinearKernel":
-        """Wrap an existing (D_Phi, d) matrix (copied)."""
+        """Wrap an existing (D_Phi, d) matrix (copied) in a plain :class:`LinearKernel`."""
         check_tensor(weight, "weight")
         if weight.ndim != 2:
             raise ValueError(f"weight must be a 2-D tensor (D_Phi, d), got shape {tuple(weight.shape)}")
-        kernel = cls(weight.shape[1], weight.shape[0], init="identity", dtype=weight.dtype,
-                     device=weight.device)
+        kernel = LinearKernel(weight.shape[1], weight.shape[0], init="identity", dtype=weight.dtype,
+                              device=weight.device)
         with torch.no_grad():
             kernel.weight.copy_(weight)
         kernel.init = "custom"
@@ -109,6 +109,10 @@ class LinearKernel(nn.Module):
             raise ValueError(f"{name} must have last dimension d = {self.d}, got shape {tuple(x.shape)}")
         if x.dtype != self.weight.dtype:
             raise TypeError(f"{name} has dtype {x.dtype} but the kernel weight has {self.weight.dtype}")
+
+    def linear_weight(self) -> torch.Tensor:
+        """The W of ``K(u, v) = u^T W^T W v`` (a subclass may apply a constraint, or refuse an affine map)."""
+        return self.weight
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         """Phi(x) = W x for each row of ``x`` (..., d) -> (..., D_Phi), Eq (2.1)."""
@@ -127,7 +131,8 @@ class LinearKernel(nn.Module):
 
     def gram(self) -> torch.Tensor:
         """A = W^T W (d, d), non-singular under Assumption 2.1 (Remark 2.1)."""
-        return self.weight.T @ self.weight
+        W = self.linear_weight()
+        return W.T @ W
 
     @torch.no_grad()
     def normalize_rows_(self) -> "LinearKernel":
@@ -149,7 +154,7 @@ class LinearKernel(nn.Module):
         """
         check_memories(memories)
         self._check_input(memories, "memories")
-        return self.phi(memories) @ self.weight
+        return self.phi(memories) @ self.linear_weight()
 
 
 def check_kernel(kernel, memories: torch.Tensor, name: str = "kernel") -> LinearKernel | None:

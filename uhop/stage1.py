@@ -357,6 +357,9 @@ def fit_kernel(memories: torch.Tensor, *, epochs: int = DEFAULT_EPOCHS, settings
         if kernel.d != d or kernel.weight.dtype != memories.dtype:
             raise ValueError(f"kernel (d={kernel.d}, {kernel.weight.dtype}) does not match memories "
                              f"(d={d}, {memories.dtype})")
+        if kernel.linear_weight() is not kernel.weight:  # e.g. a layer's FeatureMap with unit-norm rows
+            raise ValueError("Stage I fits the plain W of K(u, v) = u^T W^T W v; this kernel applies a constraint "
+                             "to its weight: pass kernel.to_linear_kernel() instead")
         kernel = copy.deepcopy(kernel)
         w = kernel.weight.detach()
         identity = kernel.d_phi == d and torch.equal(w, torch.eye(d, dtype=w.dtype, device=w.device))

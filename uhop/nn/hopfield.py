@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from .._checks import check_real, check_choice, check_int, check_positive
+from ..loss import feature_separation_loss
 from .arguments import (INIT_STD, INITS, KERNELS, MAX_UPDATE_STEPS, affine_flag, check_bool, optional_int, per_head,
                         update_steps)
 from .dropout import Dropout
 from .inputs import association_masks, unpack_patterns
-from .kernel import FeatureMap, feature_separation_loss
+from .kernel import FeatureMap
 from .properties import HopfieldProperties
 from .separation import make_separation
 
@@ -479,7 +480,7 @@ class Hopfield(HopfieldProperties, nn.Module):
         default, on unit-normalised features) or Definition 2.2 (``loss="def2.2"``).
 
         ``stored_pattern`` is ``(M, d)`` or a batch of per-sample memory sets ``(B, M, d)``; the loss is
-        averaged over the sets.  See :func:`uhop.nn.kernel.dl_separation_loss`.
+        averaged over the sets.  See :func:`uhop.loss.dl_separation_loss`.
         """
         feats = self.mapped_stored_pattern(stored_pattern, normalized=normalized)
         return feature_separation_loss(feats, t, loss=loss, normalize=normalize, pairs=pairs)
