@@ -43,6 +43,13 @@ def check_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+def check_bool(value, name: str) -> bool:
+    """``value`` if it is a bool (not merely truthy: ``1`` or ``"yes"`` are refused), else a TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def check_floating(x: torch.Tensor, name: str) -> torch.Tensor:
     """Require a floating-point dtype (integer images must be converted first)."""
     if not torch.is_floating_point(x):

@@ -13,6 +13,7 @@ import math
 import torch
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_floating,
     check_int,
@@ -85,8 +86,7 @@ def random_mask(x: torch.Tensor, p: float = 0.5, per: str = "entry", rescale: bo
     check_floating(x, "x")
     p = check_probability(p, "p")
     per = check_choice(per, "per", ("entry", "pixel"))
-    if not isinstance(rescale, bool):
-        raise TypeError(f"rescale must be a bool, got {type(rescale).__name__}")
+    check_bool(rescale, "rescale")
     gen = make_generator(None, generator)
     if per == "entry":
         keep = _rand(x.shape, gen, x) >= p
@@ -119,8 +119,7 @@ def gaussian_noise(x: torch.Tensor, sigma: float, mode: str = "per_entry", clamp
     check_floating(x, "x")
     sigma = check_nonnegative(sigma, "sigma")
     mode = check_choice(mode, "mode", ("per_entry", "total_norm"))
-    if not isinstance(clamp, bool):
-        raise TypeError(f"clamp must be a bool, got {type(clamp).__name__}")
+    check_bool(clamp, "clamp")
     sample_ndim = check_int(sample_ndim, "sample_ndim", minimum=1)
     if sample_ndim > x.ndim:
         raise ValueError(f"sample_ndim must be <= x.ndim = {x.ndim}, got {sample_ndim}")

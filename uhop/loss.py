@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_finite,
     check_floating,
@@ -153,8 +154,7 @@ def separation_loss(features: torch.Tensor, *, t: float = 2.0, reduction: str = 
     t = check_t(t)
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     pairs = check_choice(pairs, "pairs", PAIRS)
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    check_bool(normalize, "normalize")
     if normalize:
         features = F.normalize(features, dim=-1)
     if reduction == "max" and pairs != "distinct":

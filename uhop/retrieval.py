@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_floating,
     check_int,
@@ -194,8 +195,7 @@ def _check_retrieve(queries, memories, beta, separation, similarity, steps, tol,
     steps = check_int(steps, "steps", minimum=1)
     if tol is not None:
         tol = check_positive(tol, "tol")
-    if not isinstance(return_energies, bool):
-        raise TypeError(f"return_energies must be a bool, got {type(return_energies).__name__}")
+    check_bool(return_energies, "return_energies")
     if return_energies:
         if similarity != "dot":
             raise ValueError(

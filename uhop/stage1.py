@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_epochs,
     check_int,
@@ -103,8 +104,7 @@ class Stage1Settings(Mapping):
             fix("d_phi", check_int(self.d_phi, "d_phi", minimum=1))
         check_choice(self.init, "init", KERNEL_INITS)
         for name in ("normalize_rows", "normalize_features"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+            check_bool(getattr(self, name), name)
         frac = check_positive(self.train_fraction, "train_fraction")
         if frac > 1.0:
             raise ValueError(f"train_fraction must lie in (0, 1], got {frac}")
@@ -336,8 +336,7 @@ def fit_kernel(memories: torch.Tensor, *, epochs: int = DEFAULT_EPOCHS, settings
     bad = [c for c in checkpoints if not 0 <= c <= epochs]
     if bad:
         raise ValueError(f"checkpoints must lie in 0..epochs={epochs}, got {bad}")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    check_bool(progress, "progress")
     M, d = memories.shape
     n_train = int(s.train_fraction * M)
     if n_train < 2:

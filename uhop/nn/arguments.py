@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_bool, check_int
 
-__all__ = ["KERNELS", "INITS", "MAX_UPDATE_STEPS", "INIT_STD", "check_bool", "optional_int", "affine_flag",
+__all__ = ["KERNELS", "INITS", "MAX_UPDATE_STEPS", "INIT_STD", "optional_int", "affine_flag",
            "per_head", "update_steps", "one_or_per_head"]
 
 KERNELS = (None, "linear")
@@ -18,13 +18,6 @@ INITS = ("hflayers", "pytorch")
 # Cap for update_steps_max=None ("until convergence").
 MAX_UPDATE_STEPS = 1000
 INIT_STD = 0.02
-
-
-def check_bool(value, name):
-    """``value`` if it is a bool (not merely truthy), else a TypeError naming ``name``."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 def optional_int(value, name):

@@ -9,9 +9,9 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_real, check_choice, check_int, check_positive
+from .._checks import check_bool, check_choice, check_int, check_positive, check_real
 from ..loss import feature_separation_loss
-from .arguments import (INIT_STD, INITS, KERNELS, MAX_UPDATE_STEPS, affine_flag, check_bool, optional_int, per_head,
+from .arguments import (INIT_STD, INITS, KERNELS, MAX_UPDATE_STEPS, affine_flag, optional_int, per_head,
                         update_steps)
 from .dropout import Dropout
 from .inputs import association_masks, unpack_patterns

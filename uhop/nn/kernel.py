@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_bool, check_choice
 from ..kernel import LinearKernel
 from ..loss import PAIRS, SEPARATION_LOSSES, dl_separation_loss, feature_separation_loss
 
@@ -49,8 +49,7 @@ class FeatureMap(LinearKernel):
     def __init__(self, d: int, d_phi: int | None = None, init: str = "identity", normalize_rows: bool = False,
                  bias: bool = False):
         init = check_choice(init, "kernel_init", FEATURE_INITS)
-        if not isinstance(normalize_rows, bool):
-            raise TypeError(f"normalize_rows must be a bool, got {type(normalize_rows).__name__}")
+        check_bool(normalize_rows, "normalize_rows")
         super().__init__(d, d_phi, init, generator=torch.default_generator)
         self.normalize_rows = normalize_rows
         self.bias = nn.Parameter(torch.zeros(self.d_phi)) if bias else None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_int
-from .arguments import INIT_STD, check_bool
+from .._checks import check_bool, check_int
+from .arguments import INIT_STD
 from .hopfield import Hopfield
 
 __all__ = ["HopfieldPooling", "HopfieldLayer"]

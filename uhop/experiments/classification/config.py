@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..._checks import check_choice, check_int
+from ..._checks import check_bool, check_choice, check_int
 from ...models.vision import VARIANTS
 
 
@@ -93,8 +93,7 @@ class ClassificationConfig:
         check_choice(self.preset, "preset", PRESETS)
         check_choice(self.sep_loss, "sep_loss", ("dl", "def2.2"))
         check_choice(self.architecture, "architecture", ARCHITECTURES)
-        if not isinstance(self.augment, bool):
-            raise TypeError(f"augment must be a bool, got {type(self.augment).__name__}")
+        check_bool(self.augment, "augment")
         if not float(self.weight_decay) >= 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         image = 64 if self.dataset == "tiny_imagenet" else 32
