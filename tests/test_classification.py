@@ -201,6 +201,50 @@ def test_paired_differences_by_hand():
     assert len(per) == 4 and per.epochs.eq(3).all()
 
 
+def test_claim_verdicts_by_hand():
+    curves = _fake_curves()
+    # MHM + U-Hop: max train acc +0.10 in both seeds (holds); final test acc +0.10 and +0.08 -> interval
+    # 0.09 -/+ 12.706 * 0.01414 / sqrt(2) contains 0 (not resolved); 50% train acc reached at epoch 3 (MHM) and
+    # epoch 2 (U-Hop) in both seeds: one epoch saved, no spread (holds).
+    curves.loc[(curves.variant == "mhm_uhop") & (curves.run_seed == 1), "test_acc"] -= 0.02
+    v = cls.claim_verdicts(curves, threshold=0.5).set_index("claim")
+    assert list(v.model.unique()) == ["MHM"] and v.seeds.eq(2).all()
+    train = v.loc["higher maximal training accuracy (Table 1)"]
+    assert train.verdict == "holds" and train.paper == "+8.6 points"
+    assert train.ours.startswith("+10.00 points [+10.00, +10.00], U-Hop better in 2 of 2")
+    test = v.loc["higher test accuracy (Table 1)"]
+    half = 12.706 * (0.02 / math.sqrt(2)) / math.sqrt(2) * 100
+    assert test.verdict == "not resolved" and f"[{9 - half:+.2f}, {9 + half:+.2f}]" in test.ours
+    fast = v.loc["fewer epochs to 50% training accuracy (App G.5)"]
+    assert fast.verdict == "holds" and fast.ours.startswith("+1.00 epochs saved")
+    # a run that never reaches the threshold counts as one epoch past its end: 59% is reached by U-Hop at epoch 3
+    # and never by MHM (4): one epoch saved; with the roles swapped, one epoch lost
+    late = cls.claim_verdicts(curves, threshold=0.59).set_index("claim")
+    assert late.loc["fewer epochs to 59% training accuracy (App G.5)"].ours.startswith("+1.00 epochs saved")
+    flipped = curves.assign(variant=curves.variant.map({"mhm": "mhm_uhop", "mhm_uhop": "mhm"}))
+    slow = cls.claim_verdicts(flipped, threshold=0.59).set_index("claim")
+    assert slow.loc["fewer epochs to 59% training accuracy (App G.5)"].ours.startswith("-1.00 epochs saved")
+    # U-Hop lower in every seed with no spread: the claim does not hold; equal everywhere: no difference
+    assert cls.claim_verdicts(flipped).set_index("claim").loc[
+        "higher maximal training accuracy (Table 1)", "verdict"] == "does not hold"
+    same = curves[curves.variant == "mhm"]
+    same = pd.concat([same, same.assign(variant="mhm_uhop")])
+    assert cls.claim_verdicts(same).verdict.eq("no difference").all()
+    one = cls.claim_verdicts(curves[curves.run_seed == 0])
+    assert one.verdict.eq("one seed").all()
+
+
+def test_convergence_table_and_load_folder(tmp_path):
+    table = cls.convergence_table(_fake_curves(), (0.45, 0.6))
+    assert table.loc["mhm", "epochs to 45% train acc"] == "2.0"           # epoch 2 in both seeds
+    assert table.loc["mhm", "epochs to 60% train acc"] == "—"             # never reached
+    assert table.loc["mhm_uhop", "epochs to 60% train acc"] == "3.0"      # seed 0 (0.60) and seed 1 (0.61)
+    assert table.loc["mhm_uhop", "minutes per run"] == "0.1" and table.loc["mhm", "s / epoch"] == "1.0"
+    assert table.loc["mhm_uhop", "inner loop share"] == "50%"
+    with pytest.raises(FileNotFoundError, match="summary.csv.*manifest.json"):
+        cls.load_folder(tmp_path)
+
+
 def test_gpu_slice_declares_table5_scale_and_runs_at_smoke_size(tmp_path):
     from uhop.reproduce import load_runs
 

@@ -21,6 +21,8 @@ The package: :mod:`~uhop.experiments.classification.config` (datasets, presets, 
 from .analysis import (
     PAPER_TABLE1,
     UHOP_PAIRS,
+    claim_verdicts,
+    convergence_table,
     epochs_to_accuracy,
     expressiveness_table,
     paired_differences,
@@ -31,7 +33,7 @@ from .analysis import (
 from .cli import main
 from .config import ARCHITECTURES, DATASETS, PRESETS, ClassificationConfig, config_from_parameters, make_config
 from .data import CROP_PADDING, ClassificationData, load_data, random_crop_flip
-from .store import CURVE_COLUMNS
+from .store import CURVE_COLUMNS, load_folder
 from .training import evaluate, run, train_variant
 
 # private names of the former single module, which the tests use

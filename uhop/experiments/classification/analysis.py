@@ -71,6 +71,27 @@ def summarize(curves, thresholds: Sequence[float] = (0.4, 0.5)):
     return pd.DataFrame(rows)
 
 
+def convergence_table(curves, thresholds: Sequence[float]):
+    """App G.5 per variant (rows: labels): the mean first epoch reaching each training accuracy in ``thresholds``
+    ("—" unless every seed got there), the mean wall time of a run (minutes) and of an epoch (seconds), and the share
+    of training time spent in Algorithm 2's inner loop; on the largest training set of ``curves``."""
+    import pandas as pd
+
+    c = curves[curves.train_size == curves.train_size.max()]
+    out = {}
+    for label, g in c.groupby("label", sort=False):
+        row = {}
+        for th in thresholds:
+            firsts = [epochs_to_accuracy(run, th) for _, run in g.groupby("run_seed")]
+            row[f"epochs to {100 * th:.0f}% train acc"] = ("—" if any(math.isnan(f) for f in firsts)
+                                                          else f"{np.mean(firsts):.1f}")
+        row["minutes per run"] = f"{g.groupby('run_seed').seconds.sum().mean() / 60:.1f}"
+        row["s / epoch"] = f"{g.seconds.mean():.1f}"
+        row["inner loop share"] = f"{100 * g.inner_seconds.sum() / g.seconds.sum():.0f}%"
+        out[label] = row
+    return pd.DataFrame(out).T
+
+
 #: The U-Hop variant of each base model (Table 1's pairs).
 UHOP_PAIRS = {"mhm": "mhm_uhop", "sparse": "sparse_uhop"}
 
@@ -101,16 +122,14 @@ def paired_differences(curves, dataset: str = "cifar10"):
 
     per = per_seed_metrics(curves)
     per = per[per.train_size == per.train_size.max()] if len(per) else per
+    paper = PAPER_TABLE1.get(dataset, {})
     rows = []
     for base, uhop in UHOP_PAIRS.items():
-        a = per[per.variant == base].set_index("run_seed")
-        b = per[per.variant == uhop].set_index("run_seed")
-        seeds = sorted(set(a.index) & set(b.index))
-        if not seeds:
-            continue
-        paper = PAPER_TABLE1.get(dataset, {})
         for metric, paper_idx in (("max_train_acc", 0), ("final_test_acc", 1), ("best_test_acc", 1)):
-            r = paired_interval([b.loc[s, metric] - a.loc[s, metric] for s in seeds])
+            if base not in (pairs := _uhop_pairs(per, metric)):
+                continue
+            seeds, diffs = pairs[base]
+            r = paired_interval(diffs)
             if r["n"] < 2:
                 verdict = "one seed"
             else:
@@ -118,11 +137,75 @@ def paired_differences(curves, dataset: str = "cifar10"):
                            else "no resolved difference")
             paper_diff = ((paper[uhop][paper_idx] - paper[base][paper_idx]) / 100
                           if base in paper and uhop in paper else float("nan"))
+            means = {v: per[per.variant == v].set_index("run_seed").loc[seeds, metric].mean() for v in (base, uhop)}
             rows.append({"pair": f"{VARIANT_LABELS[uhop]} vs {VARIANT_LABELS[base]}", "metric": metric,
-                         "seeds": r["n"], "base": a.loc[seeds, metric].mean(), "U-Hop": b.loc[seeds, metric].mean(),
+                         "seeds": r["n"], "base": means[base], "U-Hop": means[uhop],
                          "diff": r["mean"], "low": r["low"], "high": r["high"],
                          "U-Hop higher in": f"{r['positive']} of {r['n']}", "paper diff": paper_diff,
                          "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def _uhop_pairs(per, metric, sign=1.0):
+    """``{base: (seeds, [sign * (U-Hop - base) per seed])}`` from per-seed metrics."""
+    out = {}
+    for base, uhop in UHOP_PAIRS.items():
+        a = per[per.variant == base].set_index("run_seed")
+        b = per[per.variant == uhop].set_index("run_seed")
+        seeds = sorted(set(a.index) & set(b.index))
+        if seeds:
+            out[base] = (seeds, [sign * (b.loc[s, metric] - a.loc[s, metric]) for s in seeds])
+    return out
+
+
+def claim_verdicts(curves, dataset: str = "cifar10", threshold: float = 0.5):
+    """The paper's classification claims checked on paired runs, one row per claim and base model.
+
+    Claims: U-Hop raises the maximal training accuracy (Table 1, read by the paper as a validation of Theorem 3.1)
+    and the test accuracy (Table 1, final epoch), and reaches a training accuracy in fewer epochs (App G.5; here the
+    first epoch with training accuracy >= ``threshold``; a seed that never gets there counts as one epoch past the
+    run).  Columns: ``claim``, ``model``, ``paper`` (its Table 1 difference in points, or its wording), ``ours``
+    (mean paired difference, 95% t interval, sign count; accuracy in points, epochs saved by U-Hop), ``seeds`` and
+    ``verdict``: "holds" when the interval lies on the paper's side of 0, "does not hold" when it lies on the other
+    side, "not resolved" when it contains 0 ("no difference" when every seed gives 0), "one seed" before a second
+    seed exists.
+    """
+    import pandas as pd
+
+    from ..report import paired_interval
+
+    per = per_seed_metrics(curves)
+    if not len(per):
+        return pd.DataFrame(columns=["claim", "model", "paper", "ours", "seeds", "verdict"])
+    per = per[per.train_size == per.train_size.max()].copy()
+    firsts = {(v, s, n): epochs_to_accuracy(c, threshold)
+              for (v, s, n), c in curves.groupby(["variant", "run_seed", "train_size"])}
+    per["epochs_to"] = [firsts[(v, s, n)] if not math.isnan(firsts[(v, s, n)]) else e + 1
+                        for v, s, n, e in zip(per.variant, per.run_seed, per.train_size, per.epochs)]
+    paper = PAPER_TABLE1.get(dataset, {})
+    claims = (("higher maximal training accuracy (Table 1)", "max_train_acc", 0, 100.0, "points"),
+              ("higher test accuracy (Table 1)", "final_test_acc", 1, 100.0, "points"),
+              (f"fewer epochs to {100 * threshold:.0f}% training accuracy (App G.5)", "epochs_to", None, -1.0,
+               "epochs saved"))
+    rows = []
+    for claim, metric, paper_idx, scale, unit in claims:
+        for base, (seeds, diffs) in _uhop_pairs(per, metric, 1.0 if scale > 0 else -1.0).items():
+            r = paired_interval([abs(scale) * d for d in diffs])
+            if r["n"] < 2:
+                ours, verdict = f"{r['mean']:+.2f} {unit} (one seed)", "one seed"
+            else:
+                ours = (f"{r['mean']:+.2f} {unit} [{r['low']:+.2f}, {r['high']:+.2f}], U-Hop better in "
+                        f"{r['positive']} of {r['n']}" + (f", equal in {r['zero']}" if r["zero"] else ""))
+                verdict = ("holds" if r["low"] > 0 else "does not hold" if r["high"] < 0
+                           else "no difference" if r["zero"] == r["n"] else "not resolved")
+            if paper_idx is None:
+                stated = "fewer (curves only, no number)"
+            elif base in paper:
+                stated = f"{paper[UHOP_PAIRS[base]][paper_idx] - paper[base][paper_idx]:+.1f} points"
+            else:
+                stated = "—"
+            rows.append({"claim": claim, "model": VARIANT_LABELS[base], "paper": stated, "ours": ours,
+                         "seeds": r["n"], "verdict": verdict})
     return pd.DataFrame(rows)
 
 

@@ -15,6 +15,19 @@ CURVE_COLUMNS = ["dataset", "data_variant", "variant", "label", "run_seed", "tra
                  "inner_seconds", "outer_seconds", "images_per_s"]
 
 
+def load_folder(folder):
+    """``(curves, summary, manifest)`` of a results folder (``curves.csv``, ``summary.csv``, ``manifest.json``) as two
+    DataFrames and a dict; ``FileNotFoundError`` naming every missing file otherwise."""
+    import pandas as pd
+
+    folder = Path(folder)
+    files = [folder / name for name in ("curves.csv", "summary.csv", "manifest.json")]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} not found")
+    return pd.read_csv(files[0]), pd.read_csv(files[1]), json.loads(files[2].read_text())
+
+
 def read_curves(path: Path):
     """``curves.csv`` at ``path`` as a DataFrame; an empty one with :data:`CURVE_COLUMNS` when the file is missing
     or empty."""
