@@ -141,7 +141,7 @@ def unit_case(repeats: int) -> dict:
     """A notebook with one trivial cell as a ``reproduce`` unit: the start-up every run pays, whichever way."""
     import yaml
 
-    from uhop import reproduce
+    from uhop.reproduce.unit import run_unit
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "empty.py").write_text(_EMPTY_NOTEBOOK)
@@ -150,7 +150,7 @@ def unit_case(repeats: int) -> dict:
         spec.write_text(yaml.safe_dump({"runs": [{"name": name, "notebook": "empty.py", "parameters": {"x": 1}}]}))
         seconds = []
         for _ in range(repeats):
-            result = reproduce._run_unit(name, str(spec), str(REPO), session="")
+            result = run_unit(name, str(spec), str(REPO), session="")
             if result["returncode"] != 0:
                 raise SystemExit(f"the empty notebook failed: {result['reason']}, see {result['log']}")
             seconds.append(result["seconds"])

@@ -11,6 +11,8 @@ import torch
 
 from uhop.data import DatasetNotFoundError, data_root
 from uhop.experiments import classification as cls
+from uhop.experiments.classification.data import make_transform
+from uhop.experiments.classification.store import RESUME_FREE, add_run
 from uhop.models import VARIANTS, HopfieldClassifier, HopfieldViT, build_model
 from uhop.nn import hopfield_layers
 
@@ -168,7 +170,7 @@ def test_random_crop_flip_matches_a_per_image_reference():
 def test_augmentation_is_paired_and_resumes_per_epoch():
     data = cls.ClassificationData(torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), torch.zeros(10),
                                   None, None, 10, 32, torch.full((3,), 0.5), torch.full((3,), 0.25), "x", True, "")
-    a, b = cls._transform(data, "cpu", augment=True, seed=3), cls._transform(data, "cpu", augment=True, seed=3)
+    a, b = make_transform(data, "cpu", augment=True, seed=3), make_transform(data, "cpu", augment=True, seed=3)
     a.set_epoch(2)
     first = a(data.train_X)
     a(data.train_X)  # a second batch of the same epoch draws new crops
@@ -176,7 +178,7 @@ def test_augmentation_is_paired_and_resumes_per_epoch():
     torch.testing.assert_close(b(data.train_X), first)  # same seed and epoch: same augmentation
     b.set_epoch(3)
     assert not torch.equal(b(data.train_X), first)
-    plain = cls._transform(data, "cpu")
+    plain = make_transform(data, "cpu")
     torch.testing.assert_close(plain(data.train_X), (data.train_X / 255.0 - 0.5) / 0.25)
     with pytest.raises(ValueError, match="architecture"):
         cls.make_config("cifar10", "smoke", architecture="resnet")
@@ -275,7 +277,7 @@ def test_committed_converged_runs_match_their_entry():
     manifest = json.loads((out / "manifest.json").read_text())
     expected = json.loads(json.dumps(cfg.as_dict()))
     for key, value in manifest["parameters"].items():
-        if key not in cls._RESUME_FREE:
+        if key not in RESUME_FREE:
             assert value == expected[key], f"{key}: {value!r} committed, {expected[key]!r} declared"
     assert manifest["data"]["train_images"] == 50_000 and manifest["data"]["test_images"] == 10_000
     curves = pd.read_csv(out / "curves.csv")
@@ -294,7 +296,7 @@ def _add_runs(path, seed_offset, n):
     for i in range(n):
         row = dict.fromkeys(cls.CURVE_COLUMNS, 0.0) | {"variant": "mhm", "run_seed": seed_offset + i,
                                                        "train_size": 8, "epoch": 1}
-        cls._add_run(path, [row], "mhm", seed_offset + i, 8)
+        add_run(path, [row], "mhm", seed_offset + i, 8)
 
 
 def test_processes_training_into_one_folder_keep_each_others_runs(tmp_path):

@@ -17,6 +17,9 @@ import yaml
 
 from _book import REPO
 from uhop import reproduce
+from uhop.reproduce.cluster import dask_client
+from uhop.reproduce.execute import lock_path, run_lock
+from uhop.reproduce.progress import Progress
 from uhop.provenance import lock_holder
 
 # a notebook for the tests: a synthetic retrieval grid of 6 (M, seed) groups, about a second each, whose first
@@ -164,7 +167,7 @@ def test_progress_estimates_time_left_from_measured_units(monkeypatch, tmp_path)
     runs = [{"name": n, "notebook": "x", "estimate": f"{e} s"} for n, e in (("a", 10), ("b", 20), ("c", 30))]
     units = {"a": (4, 4), "b": (0, 10), "c": None}
     monkeypatch.setattr(reproduce.runs, "run_units", lambda run: units[run["name"]])
-    progress = reproduce._Progress(runs, workers=2, repo=tmp_path)
+    progress = Progress(runs, workers=2, repo=tmp_path)
     left, basis = progress.remaining()
     assert left == pytest.approx(30.0) and basis == "from the estimates"  # (10 + 20 + 30) s on 2 workers
     progress.started("a", "worker 1")
@@ -183,13 +186,13 @@ def test_progress_estimates_time_left_from_measured_units(monkeypatch, tmp_path)
 
 
 def test_a_run_cannot_be_executed_twice_at_once(tmp_path):
-    with reproduce._run_lock("locked_run", tmp_path):
-        assert lock_holder(reproduce._lock_path("locked_run", tmp_path)) == f"pid {os.getpid()} on {os.uname().nodename}"
+    with run_lock("locked_run", tmp_path):
+        assert lock_holder(lock_path("locked_run", tmp_path)) == f"pid {os.getpid()} on {os.uname().nodename}"
         with pytest.raises(RuntimeError, match="run .locked_run.. is being written by pid"):
-            with reproduce._run_lock("locked_run", tmp_path):
+            with run_lock("locked_run", tmp_path):
                 pass
-    assert lock_holder(reproduce._lock_path("locked_run", tmp_path)) is None
-    with reproduce._run_lock("locked_run", tmp_path):  # released: free again
+    assert lock_holder(lock_path("locked_run", tmp_path)) is None
+    with run_lock("locked_run", tmp_path):  # released: free again
         pass
 
 
@@ -198,10 +201,10 @@ def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
 
     start = time.perf_counter()
     with pytest.raises(SystemExit, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9 within 2 s"):
-        reproduce._dask_client("tcp://127.0.0.1:9", None, connect_timeout=2.0)
+        dask_client("tcp://127.0.0.1:9", None, connect_timeout=2.0)
     assert time.perf_counter() - start < 12  # bounded by the timeout, not Dask's default 30 s
     with pytest.raises(SystemExit, match="local:N with N >= 1"):
-        reproduce._dask_client("local:zero", None)
+        dask_client("local:zero", None)
     out = _cli("--spec", _spec(tmp_path, "unreachable"), "--scheduler", "nonsense://host:1",
                "--connect-timeout", "2", timeout=120)
     assert out.returncode == 1 and "cannot reach the Dask scheduler at nonsense://host:1" in out.stderr
@@ -298,7 +301,7 @@ def test_a_second_reproduce_on_the_same_run_or_output_is_refused_naming_the_hold
         while not (tmp_path / "held.jsonl").exists() and time.time() < deadline:
             assert first.poll() is None, first.stdout.read()
             time.sleep(0.5)
-        run_lock = reproduce._lock_path(f"held_{tag}", REPO)
+        run_lock = lock_path(f"held_{tag}", REPO)
         holder = lock_holder(run_lock)
         assert holder and holder.startswith("pid ")
         second = _cli("--spec", spec, timeout=300)  # the same run

@@ -43,11 +43,4 @@ from .execute import EXIT_FAILED, EXIT_LOCKED, EXIT_WORKER_DIED
 from .local import run_local
 from .runs import estimate_seconds, load_runs, notebook_source, run_status, run_units
 
-# private names of the former single module, which the tests and benchmarks use
-from .cluster import _dask_client
-from .execute import _run_lock
-from .execute import lock_path as _lock_path
-from .progress import Progress as _Progress
-from .unit import run_unit as _run_unit
-
 __all__ = ["load_runs", "estimate_seconds", "run_status", "run_units", "main"]

@@ -9,7 +9,7 @@ from .progress import Progress
 from .unit import open_attempt, previous_attempts, run_unit
 
 
-def _dask_client(scheduler: str | None, cluster_config: str | None, connect_timeout: float = 10.0,
+def dask_client(scheduler: str | None, cluster_config: str | None, connect_timeout: float = 10.0,
                  retries: int = 2):
     try:
         import dask
@@ -58,7 +58,7 @@ def run_dask(runs: list[dict], spec: Path, repo: Path, scheduler: str | None, cl
     child process dies under a living worker is retried by :func:`run_unit` (``retries``)."""
     from distributed import as_completed as dask_completed
 
-    client, cluster = _dask_client(scheduler, cluster_config, connect_timeout, retries)
+    client, cluster = dask_client(scheduler, cluster_config, connect_timeout, retries)
     try:
         workers = len(client.scheduler_info().get("workers") or {}) or 1
         progress = Progress(runs, workers, repo)

@@ -18,7 +18,7 @@ def lock_path(name: str, repo: Path) -> Path:
     return repo / "_build" / "reproduce" / "locks" / name
 
 
-def _run_lock(name: str, repo: Path, wait: float = 0.0):
+def run_lock(name: str, repo: Path, wait: float = 0.0):
     """Exclusive lock for one run (:func:`uhop.provenance.writer_lock`): a second holder gets a clear error."""
     from ..provenance import writer_lock
 
@@ -34,7 +34,7 @@ def _execute(run: dict, repo: Path, spec: Path | None = None, lock_wait: float =
     out = repo / "_build" / "papermill" / "full" / f"{run['name']}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with _run_lock(run["name"], repo, wait=lock_wait):
+    with run_lock(run["name"], repo, wait=lock_wait):
         pm.execute_notebook(jupytext.read(source), str(out), parameters=run.get("parameters") or {},
                             cwd=str(source.parent), kernel_name="python3", progress_bar=False, log_output=True)
     return time.perf_counter() - start

@@ -36,12 +36,6 @@ from .data import CROP_PADDING, ClassificationData, load_data, random_crop_flip
 from .store import CURVE_COLUMNS, load_folder
 from .training import evaluate, run, train_variant
 
-# private names of the former single module, which the tests use
-from .data import make_transform as _transform
-from .store import _RESUME_FREE
-from .store import add_run as _add_run
-from .store import read_curves as _read_curves
-
 __all__ = ["DATASETS", "PRESETS", "PAPER_TABLE1", "ClassificationConfig", "ClassificationData", "load_data",
            "make_config", "train_variant", "run", "summarize", "expressiveness_table", "epochs_to_accuracy",
            "evaluate", "CURVE_COLUMNS"]

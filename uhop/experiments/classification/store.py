@@ -61,17 +61,17 @@ def add_run(curves_path: Path, rows: list[dict], variant: str, run_seed: int, tr
 
 # Parameters that may differ between calls writing into the same folder (they do not change a run's result,
 # or select which runs are made).
-_RESUME_FREE = {"variants", "run_seeds", "train_sizes", "device", "progress", "checkpoint", "eval_batch_size"}
+RESUME_FREE = {"variants", "run_seeds", "train_sizes", "device", "progress", "checkpoint", "eval_batch_size"}
 
 
 def check_same_config(manifest: Path, cfg: ClassificationConfig) -> None:
     """Refuse (``ValueError``) to add runs of ``cfg`` to a folder whose ``manifest`` records other settings (all
-    but :data:`_RESUME_FREE`)."""
+    but :data:`RESUME_FREE`)."""
     if not manifest.exists():
         return
     old = json.loads(manifest.read_text()).get("parameters", {})
     new = json.loads(json.dumps(cfg.as_dict()))
-    diff = sorted(k for k in new if k not in _RESUME_FREE and k in old and old[k] != new[k])
+    diff = sorted(k for k in new if k not in RESUME_FREE and k in old and old[k] != new[k])
     if diff:
         raise ValueError(f"{manifest.parent} holds runs made with different settings ({', '.join(diff)}: "
                          f"{[old[k] for k in diff]} vs {[new[k] for k in diff]}); use another output folder "
