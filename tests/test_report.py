@@ -166,3 +166,28 @@ def test_epochs_figure_stacks_one_panel_per_value_with_one_legend():
         assert fig.get_figwidth() == report.FIGURE_WIDTH
     finally:
         plt.close(fig)
+
+
+def test_symlog_from_zero_keeps_zero_and_writes_plain_ticks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uhop.experiments.plots import symlog_from_zero
+
+    fig, ax = plt.subplots()
+    try:
+        ax.plot([0, 1, 10, 100], [0.0, 0.005, 3.0, 400.0])
+        symlog_from_zero(ax, "x", linthresh=1)
+        symlog_from_zero(ax, "y", linthresh=0.01)
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            assert axis.get_scale() == "symlog" and lim[0] == 0
+        assert ax.xaxis.get_transform().linthresh == 1 and ax.yaxis.get_transform().linthresh == 0.01
+        assert ax.get_xlim()[1] >= 100 and ax.get_ylim()[1] >= 400    # the data stay in view
+        assert ax.xaxis.get_major_formatter()(100, 0) == "100"        # not 10^2
+        assert ax.yaxis.get_major_formatter()(0.01, 0) == "0.01"
+        with pytest.raises(ValueError, match="which"):
+            symlog_from_zero(ax, "z")
+    finally:
+        plt.close(fig)

@@ -4,7 +4,7 @@
 (Appendix F.2-F.3, G.1-G.3): named protocols (``"paper"``, ``"official"``, ``"tuned"``), the
 methods compared there, one function per grid cell and a resumable grid runner that writes one CSV
 row per cell with a manifest.  :mod:`uhop.experiments.report` has the plotting and table helpers
-the notebooks and the results chapter share.  This subpackage needs the ``data`` extra (the
+the notebooks and the results chapter share, :mod:`uhop.experiments.plots` small axis helpers.  This subpackage needs the ``data`` extra (the
 image loaders); plotting needs the ``book`` extra.
 """
 
