@@ -50,6 +50,19 @@ def test_toc_has_the_three_parts():
     assert captions == ["Theory", "Experiments", "Reference"], captions
 
 
+#: the longest code cell a chapter may have (non-blank lines): chapters import the package and read as prose
+MAX_CELL_LINES = 20
+
+
+@pytest.mark.parametrize("path", [p for p in book_sources() if p.suffix == ".md"], ids=lambda p: p.name)
+def test_chapter_code_cells_are_short(path):
+    nb = jupytext.read(path)
+    long = [(i, n) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            and (n := sum(1 for line in cell.source.splitlines() if line.strip())) > MAX_CELL_LINES]
+    assert not long, (f"{path.name}: code cells (index, non-blank lines) over {MAX_CELL_LINES} lines: {long}; "
+                      "split them at their seams with a sentence between, or move a reusable helper into the package")
+
+
 @pytest.mark.parametrize("path", all_notebooks(), ids=lambda p: str(p.relative_to(REPO)))
 def test_notebook_has_jupytext_header_with_python3_kernel(path):
     nb = jupytext.read(path)
