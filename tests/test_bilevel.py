@@ -190,3 +190,140 @@ def test_fit_with_numpy_arrays_is_a_clear_error():
         trainer.fit((np.zeros((8, 4), dtype=np.float32), torch.zeros(8, dtype=torch.long)), 1)
     with pytest.raises(TypeError, match="pair"):
         trainer.fit(torch.zeros(8, 4), 1)
+
+
+# -- early stopping, lr schedules, batch sources ----------------------------------------------------------------
+
+def _scripted_evaluate(values):
+    """``evaluate`` returning ``values`` one epoch after the other (the weights do not matter)."""
+    it = iter(values)
+    return lambda model: {"val": next(it)}
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path, on_disk):
+    torch.manual_seed(0)
+    model = TinyModel()
+    kwargs = {"checkpoint_path": tmp_path / "last.pt"} if on_disk else {}
+    trainer = BilevelTrainer(model, lr=1e-2, inner_steps=1, progress=False, monitor="val", patience=2, **kwargs)
+    weights = {}
+
+    def snapshot(record):
+        weights[record.epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    hist = trainer.fit(_data(), 10, batch_size=32, evaluate=_scripted_evaluate([3.0, 1.0, 2.0, 1.5, 0.5, 0.1]),
+                       callback=snapshot)
+    # epoch 2 is the best; epochs 3 and 4 do not improve on it, so epoch 5 never starts
+    assert [r.epoch for r in hist] == [1, 2, 3, 4] and trainer.stopped_early and trainer.best_epoch == 2
+    assert trainer.best_value == 1.0 and trainer.bad_epochs == 2
+    assert not torch.equal(weights[2]["head.weight"], weights[4]["head.weight"])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[2][k]), k
+    assert (tmp_path / "last.best.pt").exists() == on_disk
+    if on_disk:  # a second call resumes, finds patience exhausted and trains nothing more
+        again = BilevelTrainer(TinyModel(), progress=False, monitor="val", patience=2,
+                               checkpoint_path=tmp_path / "last.pt")
+        assert len(again.fit(_data(), 10, batch_size=32, evaluate=_scripted_evaluate([]))) == 4
+        assert again.stopped_early and all(torch.equal(v, weights[2][k]) for k, v in again.model.state_dict().items())
+
+
+def test_monitor_must_be_a_metric_and_patience_needs_it():
+    with pytest.raises(ValueError, match="patience needs monitor"):
+        BilevelTrainer(TinyModel(), patience=3)
+    trainer = BilevelTrainer(TinyModel(), monitor="val_loss", progress=False)
+    with pytest.raises(KeyError, match="val_loss"):
+        trainer.fit(_data(), 1, batch_size=32, evaluate=lambda m: {"val_mae": 1.0})
+
+
+def test_lr_schedules_per_epoch():
+    def lrs(**kwargs):
+        trainer = BilevelTrainer(TinyModel(), lr=0.1, inner_steps=0, progress=False, **kwargs)
+        return [r.lr for r in trainer.fit(_data(), 3, batch_size=48)], trainer
+
+    assert lrs()[0] == [0.1, 0.1, 0.1]
+    assert lrs(scheduler="exponential", lr_decay=0.5)[0] == [0.1, 0.05, 0.025]
+    assert lrs(scheduler=lambda epoch: 0.1 / (epoch + 1))[0] == [0.1, 0.05, 0.1 / 3]
+    cosine = lrs(scheduler="cosine")[0]
+    assert cosine[0] == 0.1 and 0.0 < cosine[2] < cosine[1] < 0.1
+    values, trainer = lrs(fused=True)
+    assert trainer.outer_optimizer.defaults["fused"] is True
+
+
+class _CountingSource:
+    """A minimal batch source: ``epoch()`` is rows 0..n in order, ``sample(b)`` the next ``b`` rows of a counter."""
+
+    def __init__(self, X, y, batch_size):
+        self.X, self.y, self.batch_size, self.drawn = X, y, batch_size, 0
+
+    def __len__(self):
+        return -(-len(self.X) // self.batch_size)
+
+    def epoch(self):
+        for i in range(0, len(self.X), self.batch_size):
+            yield self.X[i:i + self.batch_size], self.y[i:i + self.batch_size]
+
+    def sample(self, b):
+        idx = torch.arange(self.drawn, self.drawn + b) % len(self.X)
+        self.drawn += b
+        return self.X[idx], self.y[idx]
+
+    def get_state(self):
+        return {"drawn": self.drawn}
+
+    def set_state(self, state):
+        self.drawn = state["drawn"]
+
+
+def test_fit_takes_a_batch_source_and_resumes_it_exactly(tmp_path):
+    X, y = _data()
+    torch.manual_seed(0)
+    init = TinyModel(sep="sparsemax").state_dict()
+
+    def trainer(path=None):
+        model = TinyModel(sep="sparsemax")
+        model.load_state_dict(init)
+        return BilevelTrainer(model, inner_steps=2, progress=False, checkpoint_path=path)
+
+    full = trainer()  # 36 rows a batch: the counter does not come back to 0 after an epoch
+    source = _CountingSource(X, y, 36)
+    hist = full.fit(source, 3)
+    assert source.drawn == 3 * 3 * 2 * 36 and [r.images for r in hist] == [96] * 3  # inner: B_1 = batch_size
+    with pytest.raises(ValueError, match="transform"):
+        full.fit(_CountingSource(X, y, 36), 1, transform=lambda x: x)
+    part = trainer(tmp_path / "c.pt")
+    part.fit(_CountingSource(X, y, 36), 3, stop_after_epochs=2)
+    assert part.interrupted and len(part.history) == 2
+    resumed = trainer(tmp_path / "c.pt")
+    resumed.fit(_CountingSource(X, y, 36), 3)
+    assert not resumed.interrupted and [r.train_loss for r in resumed.history] == [r.train_loss for r in hist]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+def test_checkpoint_of_another_kind_or_configuration_is_refused_by_name(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {}, "optimizer": {}, "history": [], "config": {"lr": 1.0}})
+    trainer = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
+    with pytest.raises(ValueError, match=r"last.pt is not a checkpoint of uhop.nn.BilevelTrainer"):
+        trainer.fit(_data(), 1, batch_size=32)
+    BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path, metadata={"config": {"lr": 1.0}}).fit(
+        _data(), 1, batch_size=32, resume=False)
+    with pytest.raises(ValueError, match=r"last.pt was written by a different configuration"):
+        BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path,
+                       metadata={"config": {"lr": 2.0}}).fit(_data(), 2, batch_size=32)
+    with pytest.raises(ValueError, match="metadata keys"):
+        BilevelTrainer(TinyModel(), metadata={"model": 1})
+
+
+def test_checkpoint_without_early_stopping_state_still_resumes(tmp_path):
+    # checkpoints written before the trainer had early stopping and per-epoch lr (running classification jobs)
+    path = tmp_path / "c.pt"
+    BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path).fit(_data(), 1, batch_size=32)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["best"]
+    for d in ckpt["history"]:
+        del d["lr"]
+    save_checkpoint(path, ckpt)
+    trainer = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
+    hist = trainer.fit(_data(), 2, batch_size=32)
+    assert [r.epoch for r in hist] == [1, 2] and hist[0].lr is None and hist[1].lr == 1e-3

@@ -5,7 +5,8 @@
   steps, initialisation); ``separation=`` selects softmax / sparsemax / alpha-entmax / a learnable alpha,
   ``kernel="linear"`` turns on U-Hop's feature map.  :func:`load_hflayers_state_dict` loads hflayers weights.
 * :class:`FeatureMap`, :func:`dl_separation_loss` (Definition 3.1), :func:`feature_separation_loss`.
-* :class:`BilevelTrainer` -- Algorithm 2 (U-Hop for learning).
+* :class:`BilevelTrainer` -- Algorithm 2 (U-Hop for learning), the one trainer of the experiments; its batch
+  sources are in :mod:`uhop.nn.batches`, its checkpoint files in :mod:`uhop.nn.checkpoints`.
 * :func:`realize_attention` -- the constructive proof of Theorem 3.1.
 """
 

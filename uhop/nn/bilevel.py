@@ -19,25 +19,28 @@ Gaps in the paper filled here (all configurable): the outer step also updates Ph
 (``outer_includes_kernel=True``; Algorithm 2 names separate parameters theta and theta_F without saying
 whether theta is part of theta_F); Algorithm 2 writes SGD for the outer step but Tables 5-6 use Adam;
 N_i, B_1 and t are not given for classification (defaults 1, B_2 and 2).
+
+Around these steps, per epoch, :class:`BilevelTrainer` owns what a training run needs and both experiment
+packages use (classification and forecasting): batches from a :class:`~uhop.nn.batches.BatchSource`, a
+learning-rate schedule, an evaluation with optional early stopping (the best weights restored), and atomic
+checkpoints (:mod:`uhop.nn.checkpoints`) from which an interrupted run resumes bit for bit.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_choice, check_int, check_positive, check_t
+from .batches import BatchSource, TensorBatches
+from .checkpoints import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
 from .kernel import PAIRS, SEPARATION_LOSSES, FeatureMap
 from .layers import hopfield_layers, record_stored_patterns
 
@@ -46,6 +49,8 @@ try:  # tqdm is part of the book extra; the trainer works without it.
 except ImportError:  # pragma: no cover
     _tqdm = None
 
+# TensorBatches, save_checkpoint and load_checkpoint live in .batches / .checkpoints; importing them from here
+# keeps working.
 __all__ = ["BilevelTrainer", "EpochRecord", "kernel_parameters", "separation_step", "TensorBatches",
            "save_checkpoint", "load_checkpoint"]
 
@@ -102,47 +107,10 @@ def separation_step(model: nn.Module, inputs, optimizer: torch.optim.Optimizer |
     return float(total.detach())
 
 
-class TensorBatches:
-    """Seeded mini-batches over in-memory tensors ``(X, y)`` (much faster than a per-item DataLoader).
-
-    ``epoch()`` yields a fresh permutation's batches; ``sample(b)`` draws ``b`` distinct random rows.
-    ``transform`` is applied to each X batch (e.g. uint8 -> normalised float on the device).
-    """
-
-    def __init__(self, X: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0,
-                 transform: Callable | None = None, drop_last: bool = False):
-        if len(X) != len(y):
-            raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
-        if len(X) == 0:
-            raise ValueError("the training set is empty")
-        self.X, self.y = X, y
-        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
-        self.transform = transform
-        self.drop_last = drop_last
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = len(self.X)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def _get(self, idx):
-        x = self.X[idx]
-        return (self.transform(x) if self.transform is not None else x), self.y[idx]
-
-    def epoch(self) -> Iterator:
-        perm = torch.randperm(len(self.X), generator=self.generator)
-        for i in range(len(self)):
-            yield self._get(perm[i * self.batch_size:(i + 1) * self.batch_size])
-
-    def sample(self, b: int):
-        n = len(self.X)
-        idx = torch.randperm(n, generator=self.generator)[:min(b, n)]
-        return self._get(idx)
-
-
 @dataclass
 class EpochRecord:
-    """Metrics of one training epoch (``extra`` holds the evaluation results, e.g. test accuracy)."""
+    """Metrics of one training epoch (``extra`` holds the evaluation results, e.g. test accuracy; ``lr`` is the
+    outer learning rate the epoch was trained with)."""
 
     epoch: int
     train_loss: float
@@ -154,6 +122,7 @@ class EpochRecord:
     outer_seconds: float
     images: int
     extra: dict = field(default_factory=dict)
+    lr: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -161,53 +130,16 @@ class EpochRecord:
         d.update(extra)
         return d
 
-
-def _rng_state() -> dict:
-    """Every global RNG state as tensors and plain Python types (loadable with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                         int(has_gauss), float(cached)),
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    @classmethod
+    def from_dict(cls, d: dict) -> "EpochRecord":
+        """Inverse of :meth:`as_dict` (a field missing from an older checkpoint gets its default)."""
+        keys = set(cls.__dataclass_fields__) - {"extra"}
+        return cls(**{k: d[k] for k in keys if k in d}, extra={k: v for k, v in d.items() if k not in keys})
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    keys = keys.numpy().astype(np.uint32) if isinstance(keys, torch.Tensor) else np.asarray(keys, dtype=np.uint32)
-    np.random.set_state((name, keys, pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """``torch.save`` through a temporary file and a rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(..., weights_only=True)``: only
-    tensors and plain Python containers and scalars are accepted, so a checkpoint received from someone else
-    cannot run code when it is loaded (a full unpickle can).  Anything else raises ``ValueError`` naming the
-    file."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} holds objects other than tensors and plain Python types, which uhop does not "
-                         f"load (unpickling them could run code); re-create the checkpoint with this version of "
-                         f"uhop. Details: {str(err).splitlines()[0]}") from None
+#: Entries of a trainer checkpoint; anything without them (e.g. a forecasting ``last.pt`` written before the
+#: forecasting loop used this trainer) is refused by name instead of failing with a KeyError.
+_CHECKPOINT_KEYS = ("model", "outer_optimizer", "kernel_optimizer", "scheduler", "epoch", "history", "rng")
 
 
 class BilevelTrainer:
@@ -226,22 +158,37 @@ class BilevelTrainer:
             separates the CLS token from the patches too).
         task_loss: ``f(outputs, targets)`` (default cross-entropy).
         weight_decay: Adam weight decay.
-        scheduler: ``None`` or ``"cosine"`` (cosine annealing of ``lr`` to 0 over ``epochs`` of :meth:`fit`).
+        scheduler: the outer learning rate per epoch: ``None`` (constant), ``"cosine"`` (cosine annealing of
+            ``lr`` to 0 over ``epochs`` of :meth:`fit`), ``"exponential"`` (``lr * lr_decay ** epoch``) or a
+            function ``epoch -> lr`` of the 0-based epoch, applied before the epoch.
+        lr_decay: the factor per epoch of ``scheduler="exponential"``.
+        fused: ``torch.optim.Adam``'s ``fused`` (one kernel over all parameters: much faster steps for many
+            small tensors); ``None`` leaves Adam's default.
         outer_includes_kernel: whether the task loss also trains Phi (default True).
-        forward: ``f(model, inputs) -> outputs`` (default ``model(inputs)``).
+        forward: ``f(model, inputs) -> outputs`` (default ``model(inputs)``), for the task and the inner steps.
         device: where the model and batches live.
-        checkpoint_path: file for per-epoch checkpoints (model, both optimizers, scheduler, epoch,
-            history, all RNG states); written atomically.
+        checkpoint_path: file for per-epoch checkpoints (model, both optimizers, scheduler, epoch, history,
+            early-stopping state, every RNG state); written atomically.
         progress: show a tqdm progress bar.
-        seed: seeds the batch order and the inner-batch sampling.
+        seed: seeds the batch order and the inner-batch sampling (when :meth:`fit` gets tensors).
+        monitor: name of a metric returned by ``evaluate`` (lower is better); the weights of the epoch with its
+            lowest value are kept and restored at the end of :meth:`fit`.
+        patience: stop when ``monitor`` has not improved for this many epochs (0: never stop early).
+        best_checkpoint_path: where the best weights are kept (default: in memory, or next to
+            ``checkpoint_path`` as ``<name>.best<suffix>`` so that they survive an interruption).
+        metadata: plain-Python entries written into every checkpoint (e.g. the run's configuration); a
+            checkpoint whose entries differ is refused on resume.
     """
 
     def __init__(self, model: nn.Module, *, lr: float = 1e-3, kernel_lr: float = 0.1, inner_steps: int = 1,
                  t: float = 2.0, sep_loss: str = "dl", normalize: bool = True, pairs: str = "distinct",
                  include_state: bool = False, task_loss: Callable = F.cross_entropy, weight_decay: float = 0.0,
-                 scheduler: str | None = None, outer_includes_kernel: bool = True,
+                 scheduler: str | Callable[[int], float] | None = None, lr_decay: float = 1.0,
+                 fused: bool | None = None, outer_includes_kernel: bool = True,
                  forward: Callable | None = None, device: str | torch.device = "cpu",
-                 checkpoint_path: str | os.PathLike | None = None, progress: bool = True, seed: int = 0):
+                 checkpoint_path: str | os.PathLike | None = None, progress: bool = True, seed: int = 0,
+                 monitor: str | None = None, patience: int = 0,
+                 best_checkpoint_path: str | os.PathLike | None = None, metadata: dict | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model.to(device)
@@ -255,30 +202,57 @@ class BilevelTrainer:
         self.pairs = check_choice(pairs, "pairs", PAIRS)
         self.include_state = bool(include_state)
         self.task_loss = task_loss
-        self.scheduler_name = None if scheduler is None else check_choice(scheduler, "scheduler", ("cosine",))
+        self.lr_decay = check_positive(lr_decay, "lr_decay")
+        if scheduler is None or callable(scheduler):
+            self.scheduler_name = None
+            self.lr_schedule = scheduler
+        else:
+            self.scheduler_name = check_choice(scheduler, "scheduler", ("cosine", "exponential"))
+            # the product written as the forecasting loop always wrote it: the same floats, bit for bit
+            self.lr_schedule = (lambda epoch: self.lr * self.lr_decay ** epoch) if scheduler == "exponential" else None
         self.forward = forward
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.progress = progress
         self.seed = check_int(seed, "seed")
+        if monitor is not None and not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a metric of evaluate, got {type(monitor).__name__}")
+        self.monitor = monitor
+        self.patience = check_int(patience, "patience", minimum=0)
+        if self.patience and monitor is None:
+            raise ValueError("patience needs monitor (the evaluate metric whose lack of progress stops training)")
+        if best_checkpoint_path is None and monitor is not None and self.checkpoint_path is not None:
+            p = self.checkpoint_path
+            best_checkpoint_path = p.with_name(f"{p.stem}.best{p.suffix}")
+        self.best_checkpoint_path = None if best_checkpoint_path is None else Path(best_checkpoint_path)
+        self.metadata = dict(metadata or {})
+        clash = sorted(set(self.metadata) & set(_CHECKPOINT_KEYS + ("best",)))
+        if clash:
+            raise ValueError(f"metadata keys {clash} are the trainer's own checkpoint entries; rename them")
         self.kernel_params = kernel_parameters(model)
         self.uhop = bool(self.kernel_params) and bool(hopfield_layers(model, uhop_only=True))
         kernel_ids = {id(p) for p in self.kernel_params}
-        outer = [p for p in model.parameters() if p.requires_grad and (outer_includes_kernel or id(p) not in kernel_ids)]
-        self.outer_optimizer = torch.optim.Adam(outer, lr=self.lr, weight_decay=weight_decay)
+        outer = [p for p in model.parameters()
+                 if p.requires_grad and (outer_includes_kernel or id(p) not in kernel_ids)]
+        adam_options = {} if fused is None else {"fused": bool(fused)}
+        self.outer_optimizer = torch.optim.Adam(outer, lr=self.lr, weight_decay=weight_decay, **adam_options)
         self.kernel_optimizer = (torch.optim.SGD(self.kernel_params, lr=self.kernel_lr)
                                  if self.kernel_params else None)
         self.scheduler = None
         self.history: list[EpochRecord] = []
         self.start_epoch = 0
+        # early stopping: the best monitored value, its 1-based epoch (0: none yet), epochs since it improved
+        self.best_value, self.best_epoch, self.bad_epochs = float("inf"), 0, 0
+        self._best_state: dict | None = None
+        self.stopped_early = self.interrupted = False
 
     # -- checkpoints --------------------------------------------------------------------------------------
 
-    def state_dict(self, batches: TensorBatches | None = None, inner: TensorBatches | None = None) -> dict:
-        rng = _rng_state()
+    def state_dict(self, batches: BatchSource | None = None, inner: BatchSource | None = None) -> dict:
+        rng = global_rng_state()
         if batches is not None:
-            rng["batches"] = batches.generator.get_state()
-        if inner is not None:
-            rng["inner"] = inner.generator.get_state()
+            rng["batches"] = batches.get_state()
+        if inner is not None and inner is not batches:
+            rng["inner"] = inner.get_state()
         return {
             "model": self.model.state_dict(),
             "outer_optimizer": self.outer_optimizer.state_dict(),
@@ -286,22 +260,37 @@ class BilevelTrainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "epoch": len(self.history) - 1,
             "history": [r.as_dict() for r in self.history],
+            "best": {"value": self.best_value, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "rng": rng,
+            **self.metadata,
         }
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict:
-        """Restore model, optimizers, scheduler and history from ``path``; returns the raw checkpoint."""
+        """Restore model, optimizers, scheduler, history and early-stopping state from ``path``; returns the raw
+        checkpoint.  Refuses (``ValueError`` naming the file) a file that is not a trainer checkpoint or whose
+        ``metadata`` entries differ from this trainer's."""
         ckpt = load_checkpoint(path, map_location=self.device)
+        missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+        if missing:
+            raise ValueError(f"{path} is not a checkpoint of uhop.nn.BilevelTrainer (it has no {missing}); it was "
+                             "probably written by an older version of uhop: delete it or pass resume=False")
+        differ = sorted(k for k, v in self.metadata.items() if k not in ckpt or ckpt[k] != v)
+        if differ:
+            raise ValueError(f"{path} was written by a different configuration ({', '.join(differ)} differ); "
+                             "delete it or pass resume=False")
         self.model.load_state_dict(ckpt["model"])
         self.outer_optimizer.load_state_dict(ckpt["outer_optimizer"])
         if self.kernel_optimizer is not None and ckpt["kernel_optimizer"] is not None:
             self.kernel_optimizer.load_state_dict(ckpt["kernel_optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        keys = set(EpochRecord.__dataclass_fields__) - {"extra"}
-        self.history = [EpochRecord(**{k: d[k] for k in keys}, extra={k: v for k, v in d.items() if k not in keys})
-                        for d in ckpt["history"]]
+        self.history = [EpochRecord.from_dict(d) for d in ckpt["history"]]
         self.start_epoch = ckpt["epoch"] + 1
+        best = ckpt.get("best", {"value": float("inf"), "epoch": 0, "bad_epochs": 0})  # older checkpoints: none
+        self.best_value, self.best_epoch, self.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
+        if self.monitor is not None and self.best_epoch and self.best_checkpoint_path is not None \
+                and not self.best_checkpoint_path.exists():
+            raise FileNotFoundError(f"{self.best_checkpoint_path} is missing next to {path}; cannot resume")
         return ckpt
 
     # -- training -------------------------------------------------------------------------------------------
@@ -315,22 +304,16 @@ class BilevelTrainer:
                                sep_loss=self.sep_loss, normalize=self.normalize, pairs=self.pairs,
                                include_state=self.include_state)
 
-    def fit(self, train: tuple[torch.Tensor, torch.Tensor], epochs: int, *, batch_size: int = 128,
-            inner_batch_size: int | None = None, transform: Callable | None = None,
-            evaluate: Callable[[nn.Module], dict] | None = None, resume: bool = True,
-            callback: Callable[[EpochRecord], None] | None = None,
-            inner_transform: Callable | None = None) -> list[EpochRecord]:
-        """Train for ``epochs`` epochs over ``train = (X, y)`` (batches of ``batch_size`` = B_2).
-
-        ``inner_batch_size`` is B_1 (default B_2); ``transform`` maps an X batch to model input (it should
-        also move it to the device); ``inner_transform`` does so for the inner (Stage I) batches (default
-        ``transform``; a deterministic one keeps a random augmentation's generator in step between a model with
-        and without U-Hop); ``evaluate(model)`` returns extra metrics per epoch (e.g. test accuracy).
-        With a ``checkpoint_path`` that exists and ``resume=True``, training continues after its epoch.
-        """
-        epochs = check_int(epochs, "epochs", minimum=0)
+    def _sources(self, train, batch_size, inner_batch_size, transform, inner_transform, inner):
+        """The task and inner batch sources of :meth:`fit`."""
+        if isinstance(train, BatchSource):
+            given = [n for n, v in (("inner_batch_size", inner_batch_size), ("transform", transform),
+                                    ("inner_transform", inner_transform)) if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to tensors (X, y); a batch source makes its own batches")
+            return train, train if inner is None else inner
         if not (isinstance(train, (tuple, list)) and len(train) == 2):
-            raise TypeError("train must be a pair (X, y) of tensors")
+            raise TypeError("train must be a pair (X, y) of tensors or a batch source (uhop.nn.batches.BatchSource)")
         X, y = train
         for name, t in (("X", X), ("y", y)):
             if not isinstance(t, torch.Tensor):
@@ -339,20 +322,50 @@ class BilevelTrainer:
         device = self.device
         move = transform if transform is not None else (lambda x: x.to(device))
         batches = TensorBatches(X, y, batch_size, seed=self.seed, transform=move)
-        inner = TensorBatches(X, y, inner_batch_size or batch_size, seed=self.seed + 1,
-                              transform=inner_transform if inner_transform is not None else move)
+        if inner is None:
+            inner = TensorBatches(X, y, inner_batch_size or batch_size, seed=self.seed + 1,
+                                  transform=inner_transform if inner_transform is not None else move)
+        return batches, inner
+
+    def fit(self, train, epochs: int, *, batch_size: int = 128, inner_batch_size: int | None = None,
+            transform: Callable | None = None, evaluate: Callable[[nn.Module], dict] | None = None,
+            resume: bool = True, callback: Callable[[EpochRecord], None] | None = None,
+            inner_transform: Callable | None = None, inner: BatchSource | None = None,
+            stop_after_epochs: int | None = None) -> list[EpochRecord]:
+        """Train for ``epochs`` epochs over ``train``: a pair ``(X, y)`` of tensors (batches of ``batch_size`` =
+        B_2) or a :class:`~uhop.nn.batches.BatchSource`.
+
+        For tensors, ``inner_batch_size`` is B_1 (default B_2); ``transform`` maps an X batch to model input (it
+        should also move it to the device); ``inner_transform`` does so for the inner (Stage I) batches (default
+        ``transform``; a deterministic one keeps a random augmentation's generator in step between a model with
+        and without U-Hop).  ``inner`` is the source of the inner batches (default: the tensors with seed + 1,
+        or the source ``train`` itself).  ``evaluate(model)`` returns extra metrics per epoch (e.g. test
+        accuracy; the ``monitor`` metric).  With a ``checkpoint_path`` that exists and ``resume=True``, training
+        continues after its epoch.  ``stop_after_epochs`` ends this call after that many epochs (an
+        interruption: ``self.interrupted``, the best weights are not restored).
+        """
+        epochs = check_int(epochs, "epochs", minimum=0)
+        batches, inner = self._sources(train, batch_size, inner_batch_size, transform, inner_transform, inner)
         if self.scheduler_name == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.outer_optimizer, T_max=max(epochs, 1))
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             ckpt = self.load_checkpoint(self.checkpoint_path)
-            _set_rng_state(ckpt["rng"])
+            set_global_rng_state(ckpt["rng"])
             if "batches" in ckpt["rng"]:
-                batches.generator.set_state(ckpt["rng"]["batches"])
-            if "inner" in ckpt["rng"]:
-                inner.generator.set_state(ckpt["rng"]["inner"])
+                batches.set_state(ckpt["rng"]["batches"])
+            if "inner" in ckpt["rng"] and inner is not batches:
+                inner.set_state(ckpt["rng"]["inner"])
+        self.stopped_early = self.interrupted = False
+        done = 0
         for epoch in range(self.start_epoch, epochs):
-            if hasattr(move, "set_epoch"):  # a random augmentation reseeded per epoch resumes exactly
-                move.set_epoch(epoch)
+            if self.patience and self.bad_epochs >= self.patience:
+                self.stopped_early = True
+                break
+            if self.lr_schedule is not None:
+                for group in self.outer_optimizer.param_groups:
+                    group["lr"] = self.lr_schedule(epoch)
+            if hasattr(batches, "set_epoch"):  # a random augmentation reseeded per epoch resumes exactly
+                batches.set_epoch(epoch)
             record = self._epoch(epoch, batches, inner, epochs)
             if evaluate is not None:
                 was = self.model.training
@@ -360,6 +373,8 @@ class BilevelTrainer:
                 with torch.no_grad():
                     record.extra.update(evaluate(self.model))
                 self.model.train(was)
+            if self.monitor is not None:
+                self._track_best(record)
             self.history.append(record)
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -367,10 +382,37 @@ class BilevelTrainer:
                 save_checkpoint(self.checkpoint_path, self.state_dict(batches, inner))
             if callback is not None:
                 callback(record)
-        self.start_epoch = max(self.start_epoch, epochs)
+            done += 1
+            if stop_after_epochs is not None and done >= stop_after_epochs and epoch + 1 < epochs:
+                self.interrupted = True
+                break
+        self.start_epoch = len(self.history)
+        if self.monitor is not None and not self.interrupted:
+            self.restore_best()
         return self.history
 
-    def _epoch(self, epoch: int, batches: TensorBatches, inner: TensorBatches, epochs: int) -> EpochRecord:
+    def _track_best(self, record: EpochRecord) -> None:
+        if self.monitor not in record.extra:
+            raise KeyError(f"monitor {self.monitor!r} is not among the metrics of evaluate: {sorted(record.extra)}")
+        value = record.extra[self.monitor]
+        if value < self.best_value:
+            self.best_value, self.best_epoch, self.bad_epochs = value, record.epoch, 0
+            if self.best_checkpoint_path is not None:
+                save_checkpoint(self.best_checkpoint_path, {"model": self.model.state_dict(), "epoch": record.epoch,
+                                                            **self.metadata})
+            else:
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+
+    def restore_best(self) -> None:
+        """Load the weights of the best epoch so far (by ``monitor``) into the model, if any were kept."""
+        if self.best_checkpoint_path is not None and self.best_checkpoint_path.exists():
+            self.model.load_state_dict(load_checkpoint(self.best_checkpoint_path, map_location=self.device)["model"])
+        elif self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+
+    def _epoch(self, epoch: int, batches: BatchSource, inner: BatchSource, epochs: int) -> EpochRecord:
         self.model.train()
         total_loss, correct, seen, counted = 0.0, 0, 0, 0
         sep_first = sep_last = None
@@ -413,4 +455,4 @@ class BilevelTrainer:
         return EpochRecord(epoch=epoch + 1, train_loss=total_loss / max(seen, 1),
                            train_acc=(correct / counted) if counted else None, sep_loss_first=sep_first,
                            sep_loss_last=sep_last, seconds=time.perf_counter() - start, inner_seconds=t_inner,
-                           outer_seconds=t_outer, images=seen)
+                           outer_seconds=t_outer, images=seen, lr=self.outer_optimizer.param_groups[0]["lr"])

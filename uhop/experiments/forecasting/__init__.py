@@ -35,9 +35,10 @@ Modules
 :mod:`~uhop.experiments.forecasting.config` variants, data sets, horizons, Table 8, :class:`ForecastConfig`,
 :func:`run_key`, :func:`config_from_parameters`;
 :mod:`~uhop.experiments.forecasting.models` the persistence and linear baselines, :func:`build_model`;
-:mod:`~uhop.experiments.forecasting.data` the windows of a split;
+:mod:`~uhop.experiments.forecasting.data` the windows of a split and their training batches;
 :mod:`~uhop.experiments.forecasting.evaluation` :func:`evaluate`, :func:`retest`, :func:`kernel_drift`;
-:mod:`~uhop.experiments.forecasting.training` :func:`train_forecaster`, :func:`run`;
+:mod:`~uhop.experiments.forecasting.training` :func:`train_forecaster` (:class:`uhop.nn.BilevelTrainer` on
+the windows), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
 :func:`paired_differences`, :func:`tier_status`, :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).

@@ -1,14 +1,16 @@
-"""The windows of one split (start indices into the series, gathered without a DataLoader) and the splits
-a configuration asks for."""
+"""The windows of one split (start indices into the series, gathered without a DataLoader), the training
+batches drawn from them (:class:`WindowBatches`, a batch source of :class:`uhop.nn.BilevelTrainer`) and the
+splits a configuration asks for."""
 
 from __future__ import annotations
 
 import torch
 
+from ..._checks import check_int
 from ...data import time_series_splits
 from .config import ForecastConfig
 
-__all__ = ["Windows", "load_splits", "evenly_spaced", "check_splits"]
+__all__ = ["Windows", "WindowBatches", "load_splits", "evenly_spaced", "check_splits"]
 
 
 class Windows:
@@ -32,6 +34,46 @@ class Windows:
         if self.target is not None:
             y = y[..., self.target:self.target + 1]
         return x, y
+
+
+class WindowBatches:
+    """Seeded training batches of :class:`Windows` for :class:`uhop.nn.BilevelTrainer` (a
+    :class:`uhop.nn.batches.BatchSource`).
+
+    ``epoch()`` yields the batches of a fresh permutation of the windows, cut to its first ``epoch_windows``
+    (a fresh random sample every epoch; ``None``: all); ``sample(b)`` draws ``b`` windows uniformly *with*
+    replacement (the inner batches of Algorithm 2).  Both use the one generator seeded with ``seed``.
+    """
+
+    def __init__(self, windows: Windows, batch_size: int, seed: int, epoch_windows: int | None = None):
+        if len(windows) == 0:
+            raise ValueError("the training split has no windows")
+        self.windows = windows
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.epoch_windows = None if epoch_windows is None else check_int(epoch_windows, "epoch_windows", minimum=1)
+        self.generator = torch.Generator().manual_seed(check_int(seed, "seed"))
+
+    def __len__(self) -> int:
+        n = len(self.windows) if self.epoch_windows is None else min(len(self.windows), self.epoch_windows)
+        return -(-n // self.batch_size)
+
+    def epoch(self):
+        w = self.windows
+        perm = w.starts[torch.randperm(len(w), generator=self.generator)]
+        if self.epoch_windows is not None:
+            perm = perm[:self.epoch_windows]
+        for i in range(0, len(perm), self.batch_size):
+            yield w.batch(perm[i:i + self.batch_size])
+
+    def sample(self, b: int):
+        w = self.windows
+        return w.batch(w.starts[torch.randint(len(w), (b,), generator=self.generator)])
+
+    def get_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
 
 
 def load_splits(config: ForecastConfig):

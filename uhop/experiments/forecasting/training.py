@@ -1,10 +1,9 @@
-"""The training loop: one run (:func:`train_forecaster`, resumable from ``last.pt``) and a loop over variants
-and seeds (:func:`run`)."""
+"""One run (:func:`train_forecaster`: the data, the model, :class:`uhop.nn.BilevelTrainer` on the training
+windows, the test; resumable from ``last.pt``) and a loop over variants and seeds (:func:`run`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -18,11 +17,10 @@ import torch.nn.functional as F
 
 from ..._checks import check_choice, check_int
 from ...models.stanhop import STanHopNet
-from ...nn import kernel_parameters, separation_step
-from ...nn.bilevel import load_checkpoint, save_checkpoint
+from ...nn.bilevel import BilevelTrainer, EpochRecord
 from ...provenance import atomic_write_text, write_manifest
 from .config import VARIANTS, ForecastConfig, comparable_settings, run_key
-from .data import Windows, check_splits, evenly_spaced, load_splits
+from .data import Windows, WindowBatches, check_splits, evenly_spaced, load_splits
 from .evaluation import evaluate, model_output
 from .models import build_model
 
@@ -97,94 +95,39 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
               "windows": {"train": len(train), "train_available": n_train, "val": len(val), "val_available": n_val,
                           "test": len(test), "test_available": n_test}}
     history: list[dict] = []
-    best = {"val": math.inf, "epoch": 0, "state": None}
-    bad_epochs = 0
-    first_epoch = 0
-
+    best_epoch = 0
     if config.trains:
-        loss_fn = F.l1_loss if config.loss == "mae" else F.mse_loss
-        # fused Adam (one kernel over all parameters): 5x faster optimiser step on the CPU for this many small tensors
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=dev.type in ("cpu", "cuda"))
-        kparams = kernel_parameters(model) if config.variant == "stanhop_uhop" else []
-        kernel_opt = torch.optim.SGD(kparams, lr=config.kernel_lr) if kparams else None
-        batch_gen = torch.Generator().manual_seed(config.seed + 1)
-        inner_gen = torch.Generator().manual_seed(config.seed + 2)
-        ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / key
-        last_path = None if ckpt_dir is None else ckpt_dir / "last.pt"
-        best_path = None if ckpt_dir is None else ckpt_dir / "best.pt"
-        if resume and last_path is not None and last_path.exists():
-            ck = load_checkpoint(last_path, map_location=dev)
-            if comparable_settings(ck["config"]) != comparable_settings(config):
-                raise ValueError(f"{last_path} was written by a different configuration; delete it or pass "
-                                 "resume=False")
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            if kernel_opt is not None:
-                kernel_opt.load_state_dict(ck["kernel_optimizer"])
-            history, bad_epochs = ck["history"], ck["bad_epochs"]
-            best.update(val=ck["best_val"], epoch=ck["best_epoch"])
-            torch.set_rng_state(ck["rng"]["torch"])
-            if ck["rng"].get("cuda") is not None and dev.type == "cuda":
-                torch.cuda.set_rng_state(ck["rng"]["cuda"], dev)
-            batch_gen.set_state(ck["rng"]["batches"])
-            inner_gen.set_state(ck["rng"]["inner"])
-            first_epoch = len(history)
-            if best_path is None or not best_path.exists():
-                raise FileNotFoundError(f"{best_path} is missing next to {last_path}; cannot resume")
-        epochs_bar = range(first_epoch, config.epochs)
-        if progress and _tqdm is not None:
-            epochs_bar = _tqdm(epochs_bar, total=config.epochs, initial=first_epoch, desc=key, leave=True)
-        done_this_call = 0
-        for epoch in epochs_bar:
-            if config.patience and bad_epochs >= config.patience:
-                break  # early stopping (patience 0 disables it)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * config.lr_decay ** epoch
-            record = _train_epoch(model, train, optimizer, kernel_opt, loss_fn, config, batch_gen, inner_gen, epoch,
-                                  progress)
-            v = evaluate(model, val, config.eval_batch_size)
-            record.update(val_mse=v["mse"], val_mae=v["mae"])
-            val_loss = v[config.loss]
-            if val_loss < best["val"]:
-                best.update(val=val_loss, epoch=epoch + 1)
-                bad_epochs = 0
-                if best_path is not None:
-                    save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
-                                                "config": asdict(config)})
-                else:
-                    best["state"] = {k: t.detach().clone() for k, t in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-            history.append(record)
-            if last_path is not None:
-                save_checkpoint(last_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "kernel_optimizer": None if kernel_opt is None else kernel_opt.state_dict(),
-                    "history": history, "bad_epochs": bad_epochs, "best_val": best["val"],
-                    "best_epoch": best["epoch"], "config": asdict(config),
-                    "rng": {"torch": torch.get_rng_state(), "batches": batch_gen.get_state(),
-                            "inner": inner_gen.get_state(),
-                            "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}})
-            if hasattr(epochs_bar, "set_postfix"):
-                epochs_bar.set_postfix(train=f"{record['train_loss']:.4f}", val_mse=f"{v['mse']:.4f}",
-                                       bad=bad_epochs)
-            done_this_call += 1
-            if stop_after_epochs is not None and done_this_call >= stop_after_epochs and epoch + 1 < config.epochs:
-                result.update(interrupted=True, history=history)
-                return result
-        if hasattr(epochs_bar, "close"):
-            epochs_bar.close()
-        if best_path is not None and best_path.exists():
-            model.load_state_dict(load_checkpoint(best_path, map_location=dev)["model"])
-        elif best["state"] is not None:
-            model.load_state_dict(best["state"])
+        trainer = _trainer(config, model, dev, train.target, checkpoint_dir, key, progress)
+        batches = WindowBatches(train, config.batch_size, config.seed + 1, config.epoch_windows)
+        inner = WindowBatches(train, config.batch_size, config.seed + 2)
+        # one bar over the epochs (the trainer's own bar covers an epoch's batches)
+        bar = _tqdm(total=config.epochs, desc=key, leave=True) if progress and _tqdm is not None else None
+
+        def show(record):
+            if bar is not None:
+                bar.update(record.epoch - bar.n)  # a resumed run jumps to its epoch
+                bar.set_postfix(train=f"{record.train_loss:.4f}", val_mse=f"{record.extra['val_mse']:.4f}",
+                                bad=trainer.bad_epochs)
+
+        def validate(m):
+            return {f"val_{name}": value for name, value in evaluate(m, val, config.eval_batch_size).items()}
+
+        records = trainer.fit(batches, config.epochs, inner=inner, evaluate=validate, resume=resume, callback=show,
+                              stop_after_epochs=stop_after_epochs)
+        if bar is not None:
+            bar.close()
+        history = [_history_row(r) for r in records]
+        if trainer.interrupted:
+            result.update(interrupted=True, history=history)
+            return result
+        best_epoch = trainer.best_epoch  # the trainer has restored the best epoch's weights
 
     val_metrics = evaluate(model, val, config.eval_batch_size)
     test_metrics = evaluate(model, test, config.eval_batch_size)
     train_seconds = sum(r["seconds"] for r in history)
     trained_windows = sum(r["windows"] for r in history)
     result.update(
-        interrupted=False, history=history, epochs_run=len(history), best_epoch=best["epoch"] or None,
+        interrupted=False, history=history, epochs_run=len(history), best_epoch=best_epoch or None,
         stopped_early=bool(config.trains and len(history) < config.epochs),
         val_mse=val_metrics["mse"], val_mae=val_metrics["mae"], test_mse=test_metrics["mse"],
         test_mae=test_metrics["mae"],
@@ -203,45 +146,29 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     return result
 
 
-def _train_epoch(model, train, optimizer, kernel_opt, loss_fn, config, batch_gen, inner_gen, epoch, progress) -> dict:
-    model.train()
-    start = time.perf_counter()
-    perm = train.starts[torch.randperm(len(train), generator=batch_gen)]
-    if config.epoch_windows is not None:
-        perm = perm[:config.epoch_windows]  # a fresh random sample of the training windows every epoch
-    batches = range(0, len(perm), config.batch_size)
-    bar = None
-    if progress and _tqdm is not None:
-        bar = _tqdm(batches, desc=f"epoch {epoch + 1}", leave=False)
-        batches = bar
-    total = 0.0
-    seen = 0
-    inner_seconds = 0.0
-    sep_first = sep_last = None
-    for i in batches:
-        if kernel_opt is not None and config.inner_steps:
-            t0 = time.perf_counter()
-            for _ in range(config.inner_steps):
-                idx = torch.randint(len(train), (config.batch_size,), generator=inner_gen)
-                xi, _ = train.batch(train.starts[idx])
-                value = separation_step(model, xi, kernel_opt, t=config.sep_t)
-                sep_first = value if sep_first is None else sep_first
-                sep_last = value
-            inner_seconds += time.perf_counter() - t0
-        x, y = train.batch(perm[i:i + config.batch_size])
-        loss = loss_fn(model_output(model, x, train.target), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(x)
-        seen += len(x)
-        if bar is not None:
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-    if bar is not None:
-        bar.close()
-    return {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "sep_loss_first": sep_first,
-            "sep_loss_last": sep_last, "seconds": time.perf_counter() - start, "inner_seconds": inner_seconds,
-            "windows": seen, "lr": optimizer.param_groups[0]["lr"]}
+def _trainer(config: ForecastConfig, model, dev, target, checkpoint_dir, key: str, progress: bool) -> BilevelTrainer:
+    """Algorithm 2 as the run's configuration asks: MAE or MSE task loss on the (target) output, Adam with the
+    per-epoch decay ``lr * lr_decay ** epoch``, inner SGD steps on the separation loss (U-Hop variant only:
+    the others have no feature map), early stopping on the validation loss with the best weights in
+    ``<checkpoint_dir>/<key>/best.pt`` (in memory without a checkpoint_dir) and the resumable ``last.pt``."""
+    ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / key
+    return BilevelTrainer(
+        model, lr=config.lr, kernel_lr=config.kernel_lr, inner_steps=config.inner_steps, t=config.sep_t,
+        task_loss=F.l1_loss if config.loss == "mae" else F.mse_loss, scheduler="exponential",
+        lr_decay=config.lr_decay,
+        # fused Adam (one kernel over all parameters): 5x faster optimiser step on the CPU for this many small tensors
+        fused=dev.type in ("cpu", "cuda"), forward=lambda m, x: model_output(m, x, target), device=dev,
+        checkpoint_path=None if ckpt_dir is None else ckpt_dir / "last.pt",
+        best_checkpoint_path=None if ckpt_dir is None else ckpt_dir / "best.pt", progress=progress,
+        monitor=f"val_{config.loss}", patience=config.patience, metadata={"config": comparable_settings(config)})
+
+
+def _history_row(record: EpochRecord) -> dict:
+    """One epoch of the result JSON (keys read by the book)."""
+    return {"epoch": record.epoch, "train_loss": record.train_loss, "sep_loss_first": record.sep_loss_first,
+            "sep_loss_last": record.sep_loss_last, "seconds": record.seconds, "inner_seconds": record.inner_seconds,
+            "windows": record.images, "lr": record.lr, "val_mse": record.extra["val_mse"],
+            "val_mae": record.extra["val_mae"]}
 
 
 def run(base: ForecastConfig, variants: Sequence[str], seeds: Iterable[int], **kwargs) -> list[dict]:
