@@ -171,8 +171,7 @@ def loss_from_sq_distances(D: torch.Tensor, t: float, reduction: str, pairs: str
     leading index (a scalar for one matrix).  Differentiable.
     """
     if reduction == "max":
-        pair_values = upper_triangle(D)
-        return -t * (pair_values.min() if D.ndim == 2 else pair_values.amin(dim=-1))
+        return -t * upper_triangle(D).amin(dim=-1)
     return log_mean_exp_pairs(-t * D, pairs)
 
 

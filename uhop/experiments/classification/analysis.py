@@ -123,12 +123,14 @@ def paired_differences(curves, dataset: str = "cifar10"):
     per = per_seed_metrics(curves)
     per = per[per.train_size == per.train_size.max()] if len(per) else per
     paper = PAPER_TABLE1.get(dataset, {})
+    metrics = (("max_train_acc", 0), ("final_test_acc", 1), ("best_test_acc", 1))
+    pairs = {metric: _uhop_pairs(per, metric) for metric, _ in metrics}
     rows = []
     for base, uhop in UHOP_PAIRS.items():
-        for metric, paper_idx in (("max_train_acc", 0), ("final_test_acc", 1), ("best_test_acc", 1)):
-            if base not in (pairs := _uhop_pairs(per, metric)):
+        for metric, paper_idx in metrics:
+            if base not in pairs[metric]:
                 continue
-            seeds, diffs = pairs[base]
+            seeds, diffs = pairs[metric][base]
             r = paired_interval(diffs)
             if r["n"] < 2:
                 verdict = "one seed"
@@ -146,15 +148,15 @@ def paired_differences(curves, dataset: str = "cifar10"):
     return pd.DataFrame(rows)
 
 
-def _uhop_pairs(per, metric, sign=1.0):
-    """``{base: (seeds, [sign * (U-Hop - base) per seed])}`` from per-seed metrics."""
+def _uhop_pairs(per, metric):
+    """``{base: (seeds, [U-Hop - base per seed])}`` from per-seed metrics, for each base model with a paired seed."""
     out = {}
     for base, uhop in UHOP_PAIRS.items():
         a = per[per.variant == base].set_index("run_seed")
         b = per[per.variant == uhop].set_index("run_seed")
         seeds = sorted(set(a.index) & set(b.index))
         if seeds:
-            out[base] = (seeds, [sign * (b.loc[s, metric] - a.loc[s, metric]) for s in seeds])
+            out[base] = (seeds, [b.loc[s, metric] - a.loc[s, metric] for s in seeds])
     return out
 
 
@@ -189,8 +191,8 @@ def claim_verdicts(curves, dataset: str = "cifar10", threshold: float = 0.5):
                "epochs saved"))
     rows = []
     for claim, metric, paper_idx, scale, unit in claims:
-        for base, (seeds, diffs) in _uhop_pairs(per, metric, 1.0 if scale > 0 else -1.0).items():
-            r = paired_interval([abs(scale) * d for d in diffs])
+        for base, (seeds, diffs) in _uhop_pairs(per, metric).items():
+            r = paired_interval([scale * d for d in diffs])
             if r["n"] < 2:
                 ours, verdict = f"{r['mean']:+.2f} {unit} (one seed)", "one seed"
             else:
