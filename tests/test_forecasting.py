@@ -342,6 +342,35 @@ def test_epoch_windows_draws_a_fresh_paired_sample_each_epoch(tmp_path):
     assert run_key(ForecastConfig(variant="linear")) != run_key(ForecastConfig(variant="linear", epoch_windows=8))
 
 
+def _ended(variant, val_mae, stopped_early, epochs=4, seed=0):
+    best = int(np.argmin(val_mae)) + 1
+    return {"config": {"dataset": "ETTh1", "horizon": 96, "variant": variant, "epochs": epochs, "loss": "mae",
+                       "seed": seed},
+            "history": [{"val_mae": v, "val_mse": 2 * v} for v in val_mae], "epochs_run": len(val_mae),
+            "best_epoch": best, "stopped_early": stopped_early}
+
+
+def test_stopping_summary_counts_how_runs_ended():
+    from uhop.experiments.forecasting import stopping_summary
+
+    runs = [_ended("stanhop", [1.0, 0.8, 0.9, 0.95], True),          # stopped early: no gain in the last two epochs
+            _ended("stanhop", [1.0, 0.9, 0.85, 0.81], False, seed=1),  # still improving at the cap
+            _ended("stanhop_uhop", [1.0, 0.8, 0.7, 0.75], False),      # reached the cap, best one epoch earlier
+            _ended("persistence", [1.0], False)]
+    s = stopping_summary(runs).set_index("variant")
+    assert "persistence" not in s.index
+    assert s.loc["stanhop", ["runs", "cap", "stopped_early", "best_at_cap"]].tolist() == [2, 4, 1, 1]
+    assert s.loc["stanhop", "best_epoch"] == 3.0
+    # gains of the best validation loss over the last two epochs: 0 and (0.9 - 0.81) / 0.9
+    assert s.loc["stanhop", "last_gain"] == pytest.approx((0 + 0.09 / 0.9) / 2)
+    assert s.loc["stanhop_uhop", ["stopped_early", "best_at_cap"]].tolist() == [0, 0]
+    assert s.loc["stanhop_uhop", "last_gain"] == pytest.approx(0.1 / 0.8)
+    # the monitor follows the training loss: MSE-trained runs are judged on val_mse
+    mse = _ended("stanhop", [1.0, 0.9, 0.85, 0.81], False)
+    mse["config"]["loss"] = "mse"
+    assert stopping_summary([mse]).loc[0, "last_gain"] == pytest.approx(0.09 / 0.9)
+
+
 def test_committed_converged_runs_match_their_entries():
     # Every committed run of the converged tier is one its full_size.yml entry declares (the key hashes the whole
     # configuration), was tested on the whole test split, validated on the whole validation split, saw at least

@@ -11,7 +11,8 @@ from typing import Sequence
 
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
-__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "tier_status", "paper_table"]
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "stopping_summary", "tier_status",
+           "paper_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -112,6 +113,37 @@ def paired_differences(results):
                      "paper dMAE": (paper["stanhop_uhop"][1] - paper["stanhop"][1]) if paper else float("nan"),
                      "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def _last_gain(result: dict, window: int) -> float:
+    """Relative improvement of the best validation loss (the early-stopping monitor) over the final ``window``
+    epochs: 0 when the run stopped early (by construction of the patience), > 0 when it was still improving."""
+    key = "val_mse" if result["config"]["loss"] == "mse" else "val_mae"
+    curve = [e[key] for e in result["history"]]
+    if len(curve) <= window:
+        return float("nan")
+    before, after = min(curve[:-window]), min(curve)
+    return (before - after) / before
+
+
+def stopping_summary(runs: Sequence[dict], window: int = 2):
+    """How the trained runs ended, per (dataset, horizon, variant): how many stopped early, how many reached
+    the epoch cap with their best validation loss in the last epoch (still improving when stopped), the mean
+    best epoch, and the mean relative gain of the best validation loss over the final ``window`` epochs (0 for
+    an early stop).  ``runs``: run dicts (:func:`load_runs`); persistence (never trained) is left out."""
+    import pandas as pd
+
+    rows = [{"dataset": r["config"]["dataset"], "horizon": r["config"]["horizon"], "variant": r["config"]["variant"],
+             "cap": r["config"]["epochs"], "stopped early": bool(r["stopped_early"]),
+             "best at cap": (not r["stopped_early"]) and r["best_epoch"] == r["epochs_run"] == r["config"]["epochs"],
+             "best epoch": r["best_epoch"], "last gain": _last_gain(r, window)}
+            for r in runs if r["config"]["variant"] != "persistence"]
+    df = pd.DataFrame(rows, columns=["dataset", "horizon", "variant", "cap", "stopped early", "best at cap",
+                                     "best epoch", "last gain"])
+    return df.groupby(["dataset", "horizon", "variant"], sort=True).agg(
+        runs=("cap", "size"), cap=("cap", "max"), stopped_early=("stopped early", "sum"),
+        best_at_cap=("best at cap", "sum"), best_epoch=("best epoch", "mean"),
+        last_gain=("last gain", "mean")).reset_index()
 
 
 def tier_status(prefix: str, out_dir: str | os.PathLike, exact: bool = False) -> tuple[list[dict], list[dict]]:
