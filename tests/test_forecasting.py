@@ -371,6 +371,28 @@ def test_stopping_summary_counts_how_runs_ended():
     assert stopping_summary([mse]).loc[0, "last_gain"] == pytest.approx(0.09 / 0.9)
 
 
+def test_pooled_difference_is_relative_and_paired_by_cell_and_seed():
+    import pandas as pd
+
+    from uhop.experiments.forecasting import PAPER_TABLE8, pooled_difference
+
+    rows = []
+    for (d, h), seeds, base, change in ((("ETTh1", 96), (0, 1), 0.4, -0.04), (("WTH", 192), (0, 1, 2), 0.5, 0.05)):
+        for s in seeds:
+            rows += [{"dataset": d, "horizon": h, "seed": s, "variant": "stanhop", "test_mse": base, "test_mae": 1.0},
+                     {"dataset": d, "horizon": h, "seed": s, "variant": "stanhop_uhop", "test_mse": base + change,
+                      "test_mae": 1.0 + s / 10}]
+    rows.append({"dataset": "ETTm1", "horizon": 96, "seed": 0, "variant": "stanhop", "test_mse": 0.3, "test_mae": 0.3})
+    r = pooled_difference(pd.DataFrame(rows))
+    assert (r["pairs"], r["cells"]) == (5, 2)  # the unpaired ETTm1 run is left out
+    assert r["mse"]["mean"] == pytest.approx((2 * -0.1 + 3 * 0.1) / 5)  # relative: -0.04/0.4 and +0.05/0.5
+    assert (r["mse"]["negative"], r["mse"]["positive"]) == (2, 3) and r["sign_p"] == 1.0
+    assert r["mae"]["mean"] == pytest.approx((0 + 0.1 + 0 + 0.1 + 0.2) / 5)
+    paper = [PAPER_TABLE8[c]["stanhop_uhop"][0] / PAPER_TABLE8[c]["stanhop"][0] - 1 for c in (("ETTh1", 96), ("WTH", 192))]
+    assert r["paper_mse"] == pytest.approx(sum(paper) / 2)
+    assert pooled_difference(pd.DataFrame(rows[-1:]))["pairs"] == 0
+
+
 def test_committed_converged_runs_match_their_entries():
     # Every committed run of the converged tier is one its full_size.yml entry declares (the key hashes the whole
     # configuration), was tested on the whole test split, validated on the whole validation split, saw at least

@@ -1,10 +1,12 @@
-"""Paired comparisons over seeds (uhop.experiments.report) against hand-computed values."""
+"""Paired comparisons over seeds (uhop.experiments.stats, re-exported by uhop.experiments.report) against
+hand-computed values."""
 
 import math
 
 import pytest
 
-from uhop.experiments.report import paired_interval, t_critical_95
+from uhop.experiments import report, stats
+from uhop.experiments.report import paired_interval, sign_test, t_critical_95
 
 
 def test_paired_interval_by_hand():
@@ -27,6 +29,19 @@ def test_t_critical_values_against_tables():
         assert t_critical_95(df) == pytest.approx(value, abs=1.1e-3)
     with pytest.raises(ValueError, match="df"):
         t_critical_95(0)
+
+
+def test_sign_test_by_hand():
+    # 5 of 5 one way: 2 * (1/2)^5; 1 against 4: 2 * (1 + 5) / 32; an even split is as likely as it gets
+    assert sign_test(5, 0) == pytest.approx(2 / 32) and sign_test(0, 5) == pytest.approx(2 / 32)
+    assert sign_test(1, 4) == pytest.approx(12 / 32)
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(10, 6) == pytest.approx(2 * sum(math.comb(16, i) for i in range(7)) / 2 ** 16)
+
+
+def test_statistics_have_one_home():
+    for name in stats.__all__:
+        assert getattr(report, name) is getattr(stats, name)
 
 
 # -- the book's figure and table helpers ---------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def paired_differences(curves, dataset: str = "cifar10"):
     fractions; the paper's are converted from percent."""
     import pandas as pd
 
-    from ..report import paired_interval
+    from ..stats import paired_interval
 
     per = per_seed_metrics(curves)
     per = per[per.train_size == per.train_size.max()] if len(per) else per
@@ -174,7 +174,7 @@ def claim_verdicts(curves, dataset: str = "cifar10", threshold: float = 0.5):
     """
     import pandas as pd
 
-    from ..report import paired_interval
+    from ..stats import paired_interval
 
     per = per_seed_metrics(curves)
     if not len(per):

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
-__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "stopping_summary", "tier_status",
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "pooled_difference", "stopping_summary", "tier_status",
            "paper_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
@@ -81,7 +81,7 @@ def paired_differences(results):
     """
     import pandas as pd
 
-    from ..report import paired_interval
+    from ..stats import paired_interval
 
     df = results if isinstance(results, pd.DataFrame) else load_results(results)
     rows = []
@@ -113,6 +113,35 @@ def paired_differences(results):
                      "paper dMAE": (paper["stanhop_uhop"][1] - paper["stanhop"][1]) if paper else float("nan"),
                      "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def pooled_difference(results) -> dict:
+    """U-Hop against plain STanHop over every committed seed pair of every cell: the relative paired difference
+    ``(U-Hop - STanHop) / STanHop`` of the test MSE and MAE, as a mean with a 95% t interval over all pairs
+    (independent runs; the relative scale puts cells of different difficulty on one footing), the sign count
+    with a two-sided exact sign test, and Table 8's relative difference averaged over the same cells.
+
+    Returns ``{"pairs", "cells", "mse", "mae", "sign_p", "paper_mse", "paper_mae"}`` (``mse``/``mae``: the dicts
+    of :func:`uhop.experiments.report.paired_interval`); ``pairs`` is 0 when no cell has both variants."""
+    import pandas as pd
+
+    from ..stats import paired_interval, sign_test
+
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    p = df.pivot_table(index=["dataset", "horizon", "seed"], columns="variant", values=["test_mse", "test_mae"])
+    needed = [(m, v) for m in ("test_mse", "test_mae") for v in ("stanhop", "stanhop_uhop")]
+    if not set(needed) <= set(p.columns):
+        return {"pairs": 0, "cells": 0}
+    both = p[needed].dropna()
+    if not len(both):
+        return {"pairs": 0, "cells": 0}
+    rel = {m: (both[f"test_{m}", "stanhop_uhop"] / both[f"test_{m}", "stanhop"] - 1.0) for m in ("mse", "mae")}
+    cells = sorted({(d, int(h)) for d, h, _ in both.index})
+    paper = {m: sum(PAPER_TABLE8[c]["stanhop_uhop"][k] / PAPER_TABLE8[c]["stanhop"][k] - 1.0 for c in cells) / len(cells)
+             for k, m in enumerate(("mse", "mae"))}
+    mse = paired_interval(rel["mse"])
+    return {"pairs": len(both), "cells": len(cells), "mse": mse, "mae": paired_interval(rel["mae"]),
+            "sign_p": sign_test(mse["negative"], mse["positive"]), "paper_mse": paper["mse"], "paper_mae": paper["mae"]}
 
 
 def _last_gain(result: dict, window: int) -> float:
