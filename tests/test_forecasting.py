@@ -15,7 +15,7 @@ import torch
 
 from uhop.data import TimeSeriesSplits
 from uhop.experiments.forecasting import (PAPER_TABLE8, ForecastConfig, LinearForecaster, Persistence, load_results,
-                                          summarize, train_forecaster)
+                                          continue_shorter_run, summarize, train_forecaster)
 
 TINY = dict(d_model=16, n_heads=2, d_ff=32, factor=3, dropout=0.1, input_len=24, horizon=12, batch_size=8,
             eval_batch_size=64, lr=3e-3)
@@ -165,6 +165,65 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
                           "best_val": 1.0, "best_epoch": 1, "config": dataclasses.asdict(cfg), "rng": {}})
     with pytest.raises(ValueError, match=r"last.pt is not a checkpoint of uhop.nn.BilevelTrainer.*resume=False"):
         train_forecaster(cfg, splits=splits, checkpoint_dir=tmp_path / "b", progress=False)
+
+
+def _without_timing(result):
+    timing = ("seconds", "inner_seconds")
+    return ([{k: v for k, v in h.items() if k not in timing} for h in result["history"]],
+            {k: result[k] for k in ("epochs_run", "best_epoch", "stopped_early", "val_mse", "test_mse", "test_mae")})
+
+
+@pytest.mark.parametrize("variant, patience, lr", [("stanhop_uhop", 0, 3e-2), ("linear", 0, 3e-2), ("stanhop", 1, 1.0)])
+def test_a_run_carried_on_to_a_larger_cap_equals_a_run_made_with_it(tmp_path, variant, patience, lr):
+    # A finished run with epochs=2 carried on to epochs=4 gives, bit for bit, the run made with epochs=4 from scratch.
+    # At lr 1.0 the validation loss rises in epoch 2, so with patience 1 the fresh run stops after 2 epochs (checked
+    # below) and the carried-on run, whose checkpoint holds that early-stopping state, stops there too.
+    splits = synthetic_splits()
+    long = ForecastConfig(variant=variant, epochs=4, patience=patience, epoch_windows=32, **{**TINY, "lr": lr})
+    fresh = train_forecaster(long, splits=splits, progress=False)
+    short = dataclasses.replace(long, epochs=2)
+    first = train_forecaster(short, splits=splits, checkpoint_dir=tmp_path, progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / first["key"]).iterdir()}
+    carried = train_forecaster(long, splits=splits, checkpoint_dir=tmp_path, progress=False)
+    assert carried["continued_from"] == {"key": first["key"], "epochs": 2, "epochs_run": first["epochs_run"]}
+    assert _without_timing(carried) == _without_timing(fresh)
+    assert carried["key"] == fresh["key"] != first["key"] and "continued_from" not in fresh
+    assert {p.name: p.read_bytes() for p in (tmp_path / first["key"]).iterdir()} == before  # earlier run untouched
+    if patience:
+        assert fresh["stopped_early"] and fresh["epochs_run"] == 2
+    else:
+        assert fresh["epochs_run"] == 4
+    # a cap that is not larger, or other settings, find nothing to carry on from
+    assert train_forecaster(dataclasses.replace(long, epochs=2, lr=1e-3), splits=splits, checkpoint_dir=tmp_path,
+                            progress=False).get("continued_from") is None
+    assert continue_shorter_run(dataclasses.replace(short, epochs=1), tmp_path) is None
+
+
+def _old_layout(path):
+    """Rewrite a trainer last.pt in the layout of the forecasting loop before it used uhop.nn.BilevelTrainer."""
+    from uhop.nn.checkpoints import load_checkpoint, save_checkpoint
+
+    c = load_checkpoint(path)
+    history = [{("windows" if k == "images" else k): v for k, v in row.items() if k not in ("train_acc", "outer_seconds")}
+               for row in c["history"]]
+    save_checkpoint(path, {"model": c["model"], "optimizer": c["outer_optimizer"], "kernel_optimizer": c["kernel_optimizer"],
+                           "history": history, "bad_epochs": c["best"]["bad_epochs"], "best_val": c["best"]["value"],
+                           "best_epoch": c["best"]["epoch"], "config": c["config"],
+                           "rng": {"torch": c["rng"]["torch"], "batches": c["rng"]["batches"], "inner": c["rng"]["inner"]}})
+
+
+@pytest.mark.parametrize("lr", [1.0, 3e-2])
+def test_an_old_layout_checkpoint_is_carried_on_only_if_its_run_had_stopped(tmp_path, lr):
+    # lr 1.0 stops early after 2 epochs (see above): nothing more to train, so the old layout is enough and the result
+    # is the fresh run's; at 3e-2 the run reached its cap, and the old layout (no optimizer layout, no global RNG
+    # states of the trainer) cannot be carried on exactly: the run starts from scratch instead.
+    splits = synthetic_splits()
+    long = ForecastConfig(variant="stanhop", epochs=4, patience=1, epoch_windows=32, **{**TINY, "lr": lr})
+    first = train_forecaster(dataclasses.replace(long, epochs=2), splits=splits, checkpoint_dir=tmp_path, progress=False)
+    _old_layout(tmp_path / first["key"] / "last.pt")
+    carried = train_forecaster(long, splits=splits, checkpoint_dir=tmp_path, progress=False)
+    assert _without_timing(carried) == _without_timing(train_forecaster(long, splits=splits, progress=False))
+    assert ("continued_from" in carried) == (lr == 1.0)
 
 
 def other_key(cfg):

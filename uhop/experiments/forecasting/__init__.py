@@ -38,7 +38,7 @@ Modules
 :mod:`~uhop.experiments.forecasting.data` the windows of a split and their training batches;
 :mod:`~uhop.experiments.forecasting.evaluation` :func:`evaluate`, :func:`retest`, :func:`kernel_drift`;
 :mod:`~uhop.experiments.forecasting.training` :func:`train_forecaster` (:class:`uhop.nn.BilevelTrainer` on
-the windows), :func:`run`;
+the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
 :func:`paired_differences`, :func:`pooled_difference`, :func:`stopping_summary`, :func:`tier_status`,
 :func:`paper_table`;
@@ -52,9 +52,9 @@ from .evaluation import evaluate, kernel_drift, retest
 from .models import LinearForecaster, Persistence, build_model
 from .results import (load_results, load_runs, paired_differences, paper_table, pooled_difference, stopping_summary,
                       summarize, tier_status)
-from .training import run, train_forecaster
+from .training import continue_shorter_run, run, train_forecaster
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
            "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
-           "paired_differences", "pooled_difference", "stopping_summary", "tier_status"]
+           "paired_differences", "pooled_difference", "stopping_summary", "tier_status", "continue_shorter_run"]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..._checks import check_choice, check_int
 from ...models.stanhop import STanHopNet
 from ...nn.bilevel import BilevelTrainer, EpochRecord
+from ...nn.checkpoints import global_rng_state, load_checkpoint, save_checkpoint
 from ...provenance import atomic_write_text, write_manifest
 from .config import VARIANTS, ForecastConfig, comparable_settings, run_key
 from .data import Windows, WindowBatches, check_splits, evenly_spaced, load_splits
@@ -29,7 +30,7 @@ try:  # plain text bars: they work in terminals, logs and notebook kernels alike
 except ImportError:  # pragma: no cover
     _tqdm = None
 
-__all__ = ["train_forecaster", "run"]
+__all__ = ["train_forecaster", "continue_shorter_run", "run"]
 
 
 def _seed_everything(seed: int) -> None:
@@ -50,7 +51,9 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         out_dir: if given, the result is written to ``out_dir/<run_key>.json`` with a provenance manifest.
         checkpoint_dir: folder for ``<run_key>/last.pt`` and ``best.pt``; without it nothing is saved and the
             best weights are kept in memory.
-        resume: continue from ``last.pt`` if it exists (its configuration must be identical).
+        resume: continue from ``last.pt`` if it exists (its configuration must be identical); without one, continue
+            the same run made with a smaller ``epochs`` cap if ``checkpoint_dir`` holds its checkpoint
+            (:func:`continue_shorter_run`), which gives the numbers of a run with the larger cap from scratch.
         progress: tqdm bars (epochs and batches).
         stop_after_epochs: stop (without testing) after this many epochs of this call -- simulates an
             interruption; returns ``{"interrupted": True, ...}``.
@@ -96,6 +99,10 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
                           "test": len(test), "test_available": n_test}}
     history: list[dict] = []
     best_epoch = 0
+    if config.trains and resume and checkpoint_dir is not None and not (Path(checkpoint_dir) / key / "last.pt").exists():
+        earlier = continue_shorter_run(config, checkpoint_dir)
+        if earlier is not None:
+            result["continued_from"] = earlier
     if config.trains:
         trainer = _trainer(config, model, dev, train.target, checkpoint_dir, key, progress)
         batches = WindowBatches(train, config.batch_size, config.seed + 1, config.epoch_windows)
@@ -144,6 +151,58 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         write_manifest(str(out) + ".manifest.json", command="uhop.experiments.forecasting.train_forecaster",
                        parameters=asdict(config), wall_time_s=result["wall_time_s"], device=str(device))
     return result
+
+
+def continue_shorter_run(config: ForecastConfig, checkpoint_dir: str | os.PathLike) -> dict | None:
+    """Start ``config``'s run from the checkpoint of the same run with a smaller epoch cap, if there is one.
+
+    Looks in ``checkpoint_dir`` for a run of the same dataset, horizon, variant and seed whose ``last.pt`` records
+    settings equal to ``config``'s in everything but ``epochs``, with fewer epochs (the largest such cap wins), and
+    copies its ``last.pt`` and ``best.pt`` into ``checkpoint_dir/<run_key(config)>/`` with ``config``'s settings;
+    the earlier run's files are not touched.  Continuing is exact: nothing in training depends on the cap (the
+    learning rate is ``lr * lr_decay ** epoch``; the early-stopping state, the window sampler and every random
+    generator are in ``last.pt``), so the run ends as a run with the larger cap started from scratch would: one
+    that had stopped early stops again at once, one that reached its cap trains on.
+
+    Returns ``{"key", "epochs", "epochs_run"}`` of the earlier run, or ``None`` (nothing copied)."""
+    mine = comparable_settings(config)
+    same = {k: v for k, v in mine.items() if k != "epochs"}
+    found = None
+    for folder in sorted(Path(checkpoint_dir).glob(f"{config.dataset}_h{config.horizon}_{config.variant}_s{config.seed}_*")):
+        if folder.name == run_key(config) or not (folder / "last.pt").exists():
+            continue
+        ckpt = _trainer_format(load_checkpoint(folder / "last.pt"), config.patience)
+        theirs = None if ckpt is None else ckpt.get("config")
+        if not isinstance(theirs, dict) or {k: v for k, v in theirs.items() if k != "epochs"} != same:
+            continue
+        if theirs.get("epochs", config.epochs) < config.epochs and (found is None or theirs["epochs"] > found[1]):
+            found = (folder, theirs["epochs"], ckpt)
+    if found is None:
+        return None
+    folder, epochs, ckpt = found
+    target = Path(checkpoint_dir) / run_key(config)
+    target.mkdir(parents=True, exist_ok=True)
+    if (folder / "best.pt").exists():
+        save_checkpoint(target / "best.pt", {**load_checkpoint(folder / "best.pt"), "config": mine})
+    save_checkpoint(target / "last.pt", {**ckpt, "config": mine})  # last: a last.pt never lacks its best.pt
+    return {"key": folder.name, "epochs": epochs, "epochs_run": len(ckpt["history"])}
+
+
+def _trainer_format(ckpt: dict, patience: int) -> dict | None:
+    """A ``last.pt`` as :class:`uhop.nn.BilevelTrainer` reads it.  One written by the forecasting loop before it
+    used the trainer (``optimizer``, ``best_val``, ``bad_epochs`` at the top level) is translated only if its run
+    had stopped early (``bad_epochs >= patience``): carrying it on then trains no further epoch, so only the weights,
+    the history and the early-stopping state are used; any other of its kind gives ``None``."""
+    if "outer_optimizer" in ckpt:
+        return ckpt
+    if not ("optimizer" in ckpt and "best_val" in ckpt and patience and ckpt.get("bad_epochs", 0) >= patience):
+        return None
+    history = [{"train_acc": None, "outer_seconds": None, **{("images" if k == "windows" else k): v for k, v in row.items()}}
+               for row in ckpt["history"]]
+    return {"model": ckpt["model"], "outer_optimizer": ckpt["optimizer"], "kernel_optimizer": ckpt["kernel_optimizer"],
+            "scheduler": None, "epoch": len(history) - 1, "history": history, "config": ckpt["config"],
+            "best": {"value": ckpt["best_val"], "epoch": ckpt["best_epoch"], "bad_epochs": ckpt["bad_epochs"]},
+            "rng": {**global_rng_state(), **{k: v for k, v in ckpt["rng"].items() if k in ("batches", "inner")}}}
 
 
 def _trainer(config: ForecastConfig, model, dev, target, checkpoint_dir, key: str, progress: bool) -> BilevelTrainer:
