@@ -11,8 +11,8 @@ from typing import Sequence
 
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
-__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "pooled_difference", "stopping_summary", "tier_status",
-           "paper_table"]
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "pooled_difference", "stopping_summary",
+           "tier_status", "paper_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -146,7 +146,8 @@ def pooled_difference(results) -> dict:
 
 def _last_gain(result: dict, window: int) -> float:
     """Relative improvement of the best validation loss (the early-stopping monitor) over the final ``window``
-    epochs: 0 when the run stopped early (by construction of the patience), > 0 when it was still improving."""
+    epochs: 0 when the run stopped early with a patience of ``window`` epochs (none of them improved), > 0 when
+    it was still improving."""
     key = "val_mse" if result["config"]["loss"] == "mse" else "val_mae"
     curve = [e[key] for e in result["history"]]
     if len(curve) <= window:
@@ -159,7 +160,7 @@ def stopping_summary(runs: Sequence[dict], window: int = 2):
     """How the trained runs ended, per (dataset, horizon, variant): how many stopped early, how many reached
     the epoch cap with their best validation loss in the last epoch (still improving when stopped), the mean
     best epoch, and the mean relative gain of the best validation loss over the final ``window`` epochs (0 for
-    an early stop).  ``runs``: run dicts (:func:`load_runs`); persistence (never trained) is left out."""
+    an early stop when the patience is ``window``, as in the converged tier).  ``runs``: run dicts (:func:`load_runs`); persistence (never trained) is left out."""
     import pandas as pd
 
     rows = [{"dataset": r["config"]["dataset"], "horizon": r["config"]["horizon"], "variant": r["config"]["variant"],
