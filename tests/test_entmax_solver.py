@@ -110,3 +110,54 @@ def test_dim_half_precision_and_bad_input():
         entmax_newton(z, 1.0)
     with pytest.raises(TypeError, match="floating-point"):
         entmax_newton(torch.ones(3, 4, dtype=torch.long), 1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exp_without_the_slow_path_is_torch_exp_bit_for_bit(dtype):
+    # arguments giving normal, subnormal and zero results, and the special values; _exp clamps the
+    # underflowing ones for the vectorised pass and redoes them on their own
+    from uhop.entmax_solver import _exp
+
+    lo = math.log(torch.finfo(dtype).tiny)
+    x = torch.cat([torch.linspace(lo - 40, 5, 5001, dtype=dtype),
+                   torch.tensor([-math.inf, math.inf, 0.0, lo, lo + 1.0], dtype=dtype)])
+    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(8))].reshape(-1, 2)
+    out = _exp(x)
+    assert torch.equal(out, torch.exp(x))
+    zero_below = lo + math.log(torch.finfo(dtype).eps) - 1.0  # under the log of the smallest subnormal
+    assert ((out[x < lo] < torch.finfo(dtype).tiny).all() and (out[x < zero_below] == 0).all()
+            and (out[x < lo] > 0).any())  # subnormal and zero results, from the clamped-and-redone path
+    assert torch.equal(_exp(x.clamp_min(0)), torch.exp(x.clamp_min(0)))  # nothing underflows
+    x[3, 1] = math.nan  # NaN anywhere: the plain exp of everything
+    assert torch.equal(_exp(x).nan_to_num(), torch.exp(x).nan_to_num()) and _exp(x)[3, 1].isnan()
+
+
+@pytest.mark.parametrize("eps", [0.06, 0.1, 0.3, 1.0])
+def test_weights_keep_inactive_entries_out_of_log_and_exp_exactly(eps):
+    # the solver's unnormalised weights equal the plain formula exp(log(u) / eps), bit for bit: zeros off the
+    # support, and for u down to 2^-24 (float32's smallest above a threshold near -1) results that underflow
+    # to subnormals or zero once eps < 0.19
+    from uhop.entmax_solver import _weights
+
+    g = torch.Generator().manual_seed(9)
+    tiny_u = -1 + 2.0 ** -torch.arange(1, 25).expand(40, 24)
+    ey = torch.cat([-3 * torch.rand(40, 30, generator=g), tiny_u], 1)
+    eps_t, theta = torch.tensor(eps), torch.zeros(40, 1)
+    p, u, logp = _weights(ey.clone(), theta, eps_t, exact_log1p=False)
+    plain_u = (ey - theta + 1.0).clamp_min(0.0)
+    assert torch.equal(u, plain_u) and (u == 0).any() and (u == 2.0 ** -24).any()
+    assert torch.equal(p, torch.exp(torch.log(plain_u) / eps_t))
+    on = u > 0
+    assert torch.equal(logp[on], (torch.log(plain_u) / eps_t)[on])
+    assert bool((p[on] < torch.finfo(p.dtype).tiny).any()) == (eps < 0.19)
+
+
+def test_no_grad_forward_is_the_same():
+    z = 2 * torch.randn(6, 3, 5, 11, generator=torch.Generator().manual_seed(10))
+    eps = torch.tensor([0.3, 0.5, 0.8]).view(3, 1, 1).requires_grad_(True)
+    with torch.no_grad():
+        quiet = EntmaxNewtonFunction.apply(z, eps, 60, False)
+    assert torch.equal(quiet, EntmaxNewtonFunction.apply(z, eps, 60, True))
+    assert torch.equal(quiet, EntmaxNewtonFunction.apply(z, eps, 60))  # three inputs, as before
+    with torch.no_grad():
+        assert torch.equal(quiet, entmax_newton(z, alpha_minus_one=eps))

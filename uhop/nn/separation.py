@@ -129,7 +129,8 @@ class SeparationModule(nn.Module):
         if self.solver == "newton":
             work = torch.float32 if z.dtype in (torch.float16, torch.bfloat16) else z.dtype
             eps = torch.sigmoid(self.alpha_logit.to(work)).view(self.num_heads, 1, 1)
-            return EntmaxNewtonFunction.apply(z.to(work), eps, MAX_NEWTON_STEPS).to(z.dtype)
+            return EntmaxNewtonFunction.apply(z.to(work), eps, MAX_NEWTON_STEPS,
+                                              torch.is_grad_enabled()).to(z.dtype)
         alpha = (1.0 + torch.sigmoid(self.alpha_logit)).to(z.dtype)
         # Expand here (not inside entmax_bisect) so that autograd sums the alpha gradient back to (H,).
         alpha = alpha.view(self.num_heads, 1, 1).expand(*z.shape[:-1], 1)
