@@ -54,19 +54,21 @@ def _weights(ey, eps_theta, eps, exact_log1p: bool):
     """p (unnormalised), u = [1 + eps y]_+ and log p at the threshold ``theta`` (given as ``eps * theta``;
     ``ey = eps * (z - max)``).  Inactive entries (``u = 0``) get p = 0 exactly; their log p is -inf on the
     log1p path and 0 on the log path (the backward reads log p only where p > 0)."""
+    # In-place steps where a buffer is free again: these passes over large score tensors are memory-bound.
     r = ey - eps_theta
-    u = (r + 1.0).clamp_min_(0.0)
     if exact_log1p:
         # log(1 + r): torch's CPU log1p is not vectorised but keeps eps -> 0 exact (the softmax limit).
+        u = (r + 1.0).clamp_min_(0.0)
         logp = torch.log1p(r.clamp_min_(-1.0)).div_(eps)
         return _exp(logp), u, logp
+    u = r.add_(1.0).clamp_min_(0.0)
     # Plain log(u) is accurate to ~6e-8 / eps in p (float32), enough for eps >= 0.05.  The inactive entries
     # are kept out of log and exp: log(0) = -inf and exp(-inf) = 0 are special values that the CPU kernels
     # handle up to ten times slower than ordinary ones, and sparse rows hold many.  With on = sign(u) (1 on
     # the support, 0 off it) they see log(1) instead, and multiplying by `on` restores p = 0; both steps are
     # exact (u + 0 = u, p * 1 = p), and arithmetic masks are several times cheaper than torch.where here.
     on = torch.sign(u)
-    logp = torch.log(u + (1.0 - on)).div_(eps)
+    logp = (1.0 - on).add_(u).log_().div_(eps)  # (1 - on) + u is u + (1 - on): addition commutes exactly
     return _exp(logp).mul_(on), u, logp
 
 
