@@ -20,7 +20,11 @@ windows/s figure by it to compare machines.
 Usage::
 
     python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
-        [--json PATH]
+        [--trained DIR [--trained-cells ETTh1:96,...]] [--json PATH]
+
+``--trained DIR`` also times **trained** networks of the converged tier (their ``best.pt`` in ``DIR``, e.g.
+``_build/forecasting/converged_checkpoints``) on real windows, new code path against legacy on the same weights:
+trained networks attend much more sparsely than fresh ones, which changes the entmax's cost.
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
 provenance manifest ``PATH.manifest.json``.
@@ -34,12 +38,14 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from uhop.experiments.forecasting import ForecastConfig, build_model
+from uhop.experiments.forecasting.data import Windows, load_splits
 from uhop.nn import SeparationModule, kernel_parameters, separation_step
 from uhop.nn.dropout import Dropout
 from uhop.provenance import atomic_write_text, write_manifest
@@ -60,9 +66,11 @@ def _legacy(model: nn.Module) -> nn.Module:
 
 
 class _Case:
-    def __init__(self, cfg: ForecastConfig, n_vars: int, legacy: bool, eval_batch: int):
+    def __init__(self, cfg: ForecastConfig, n_vars: int, legacy: bool, eval_batch: int, data=None, weights=None):
         torch.manual_seed(0)
         self.model = build_model(cfg, n_vars)
+        if weights is not None:
+            self.model.load_state_dict(weights)
         if legacy:
             _legacy(self.model)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=not legacy)
@@ -70,10 +78,10 @@ class _Case:
         self.kopt = torch.optim.SGD(kparams, lr=cfg.kernel_lr) if kparams else None
         self.inner_steps = cfg.inner_steps
         self.batch = cfg.batch_size
-        self.x = torch.randn(cfg.batch_size, cfg.input_len, n_vars)
-        self.xi = torch.randn(cfg.batch_size, cfg.input_len, n_vars)
-        self.y = torch.randn(cfg.batch_size, cfg.horizon, n_vars)
-        self.xe = torch.randn(eval_batch, cfg.input_len, n_vars)
+        if data is None:  # random data of the right shapes (the values barely change the cost at initialisation)
+            data = (torch.randn(cfg.batch_size, cfg.input_len, n_vars), torch.randn(cfg.batch_size, cfg.input_len, n_vars),
+                    torch.randn(cfg.batch_size, cfg.horizon, n_vars), torch.randn(eval_batch, cfg.input_len, n_vars))
+        self.x, self.xi, self.y, self.xe = data
         self.steps, self.inner, self.evals = [], [], []
 
     def step(self):
@@ -114,10 +122,80 @@ def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def _parse_cells(parser, text: str) -> list[tuple[str, int]]:
+    cells = []
+    for cell in text.split(","):
+        name, _, horizon = cell.partition(":")
+        if name not in SHAPES or not horizon.isdigit():
+            parser.error(f"bad cell {cell!r}: use DATASET:HORIZON with DATASET in {sorted(SHAPES)}")
+        cells.append((name, int(horizon)))
+    return cells
+
+
 def _timed(f) -> float:
     t0 = time.perf_counter()
     f()
     return time.perf_counter() - t0
+
+
+def _real_windows(cfg: ForecastConfig, eval_batch: int):
+    """Fixed, evenly spread real windows: a training batch, an independent inner batch and an evaluation batch."""
+    splits = load_splits(cfg)
+    train, val = splits.dataset("train", cfg.horizon), splits.dataset("val", cfg.horizon)
+
+    def take(dataset, n, offset):
+        starts = (torch.linspace(0, len(dataset) - 1, n).long() + offset) % len(dataset)
+        return Windows(dataset, starts, "cpu").batch(starts)
+
+    x, y = take(train, cfg.batch_size, 0)
+    xi, _ = take(train, cfg.batch_size, 7)
+    xe, _ = take(val, eval_batch, 0)
+    return (x, xi, y, xe), splits.train.shape[1]
+
+
+def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]:
+    """Time trained networks of the converged tier (their ``best.pt`` under ``folder``, lowest seed of each
+    variant) on real windows, against the legacy code path on the same weights.  Trained networks attend far
+    more sparsely than freshly initialised ones, and the entmax cost depends on that."""
+    rows = []
+    for dataset, horizon in cells:
+        found = {}
+        for variant in ("stanhop", "stanhop_uhop"):
+            hits = sorted(folder.glob(f"{dataset}_h{horizon}_{variant}_s*/best.pt"),
+                          key=lambda f: int(f.parent.name.split("_s")[-1].split("_")[0]))
+            if hits:
+                found[variant] = torch.load(hits[0], map_location="cpu", weights_only=False)
+        if len(found) < 2:
+            print(f"trained {dataset}-{horizon}: no best.pt of both variants under {folder}; skipped", flush=True)
+            continue
+        cases = {}
+        for variant, ckpt in found.items():
+            cfg = ForecastConfig(**{k: v for k, v in ckpt["config"].items() if k in ForecastConfig.__dataclass_fields__})
+            data, n_vars = _real_windows(cfg, eval_batch)
+            for legacy in (False, True):
+                cases[variant + ("_legacy" if legacy else "")] = _Case(cfg, n_vars, legacy, eval_batch, data, ckpt["model"])
+        rows.append(_timed_cells(cases, steps, {"shape": dataset, "horizon": horizon, "n_vars": n_vars,
+                                                "seed": cfg.seed, "epoch": found["stanhop"].get("epoch")}))
+    return rows
+
+
+def _timed_cells(cases: dict, steps: int, row: dict) -> dict:
+    for _ in range(steps + 1):  # interleaved rounds
+        for case in cases.values():
+            case.step()
+            case.evaluate()
+    m = {name: case.summary() for name, case in cases.items()}
+    row = {**row, **m}
+    row["speedup_train"] = round(m["stanhop"]["windows_per_s"] / m["stanhop_legacy"]["windows_per_s"], 2)
+    row["speedup_eval"] = round(m["stanhop"]["eval_windows_per_s"] / m["stanhop_legacy"]["eval_windows_per_s"], 2)
+    row["uhop_slowdown"] = round(m["stanhop_uhop"]["step_s"] / m["stanhop"]["step_s"], 3)
+    row["uhop_slowdown_legacy"] = round(m["stanhop_uhop_legacy"]["step_s"] / m["stanhop_legacy"]["step_s"], 3)
+    row["uhop_inner_share"] = round(m["stanhop_uhop"]["inner_s"] / m["stanhop_uhop"]["step_s"], 3)
+    print(json.dumps({k: row[k] for k in ("shape", "horizon", "speedup_train", "speedup_eval", "uhop_slowdown",
+                                          "uhop_slowdown_legacy", "uhop_inner_share")}),
+          f"plain {m['stanhop']['windows_per_s']} w/s (legacy {m['stanhop_legacy']['windows_per_s']}), "
+          f"eval {m['stanhop']['eval_windows_per_s']} w/s", flush=True)
+    return row
 
 
 def main(argv=None) -> int:
@@ -131,6 +209,13 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-batch", type=int, default=256, help="windows per timed evaluation pass")
     parser.add_argument("--cells", default="ETTh1:96,ETTh1:192,ETTh1:336,ETTh1:720,WTH:96,WTH:720",
                         help="comma-separated SHAPE:HORIZON cells to time (SHAPE: ETTh1 or WTH)")
+    parser.add_argument("--trained", default=None, metavar="DIR",
+                        help="also time trained networks: a folder of converged-tier checkpoints "
+                             "(_build/forecasting/converged_checkpoints; needs UHOP_DATA for real windows)")
+    parser.add_argument("--trained-cells", default="ETTh1:96,ETTm1:96,WTH:96,ETTh1:336",
+                        help="DATASET:HORIZON cells for --trained")
+    parser.add_argument("--trained-eval-batch", type=int, default=64, help="evaluation batch of the trained "
+                        "cells (the converged tier's eval_batch_size)")
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -139,10 +224,7 @@ def main(argv=None) -> int:
     d_ff = args.d_ff or 2 * d_model
     base = ForecastConfig(d_model=d_model, d_ff=d_ff, n_heads=2 if args.quick else 4, factor=3 if args.quick else 10,
                           input_len=args.input_len, lr=1e-3)
-    shapes = [("ETTh1", 96)] if args.quick else [(c.split(":")[0], int(c.split(":")[1])) for c in args.cells.split(",")]
-    for shape_of, _ in shapes:
-        if shape_of not in SHAPES:
-            parser.error(f"unknown shape {shape_of!r} in --cells; valid: {sorted(SHAPES)}")
+    shapes = [("ETTh1", 96)] if args.quick else _parse_cells(parser, args.cells)
     eval_batch = 16 if args.quick else args.eval_batch
     steps = 2 if args.quick else args.steps
     gflops_before = matmul_gflops(256 if args.quick else 1024)
@@ -155,29 +237,18 @@ def main(argv=None) -> int:
             cases[variant] = _Case(cfg, n_vars, legacy=False, eval_batch=eval_batch)
             if variant != "linear":
                 cases[variant + "_legacy"] = _Case(cfg, n_vars, legacy=True, eval_batch=eval_batch)
-        for _ in range(steps + 1):  # interleaved rounds
-            for case in cases.values():
-                case.step()
-                case.evaluate()
-        m = {name: case.summary() for name, case in cases.items()}
-        row = {"shape": shape_of, "horizon": horizon, "n_vars": n_vars, **{f"{k}": v for k, v in m.items()}}
-        row["speedup_train"] = round(m["stanhop"]["windows_per_s"] / m["stanhop_legacy"]["windows_per_s"], 2)
-        row["speedup_eval"] = round(m["stanhop"]["eval_windows_per_s"] / m["stanhop_legacy"]["eval_windows_per_s"], 2)
-        row["uhop_slowdown"] = round(m["stanhop_uhop"]["step_s"] / m["stanhop"]["step_s"], 3)
-        row["uhop_slowdown_legacy"] = round(m["stanhop_uhop_legacy"]["step_s"] / m["stanhop_legacy"]["step_s"], 3)
-        row["uhop_inner_share"] = round(m["stanhop_uhop"]["inner_s"] / m["stanhop_uhop"]["step_s"], 3)
-        rows.append(row)
-        print(json.dumps({k: row[k] for k in ("shape", "horizon", "speedup_train", "speedup_eval", "uhop_slowdown",
-                                              "uhop_slowdown_legacy", "uhop_inner_share")}),
-              f"plain {m['stanhop']['windows_per_s']} w/s (legacy {m['stanhop_legacy']['windows_per_s']}), "
-              f"eval {m['stanhop']['eval_windows_per_s']} w/s", flush=True)
+        rows.append(_timed_cells(cases, steps, {"shape": shape_of, "horizon": horizon, "n_vars": n_vars}))
+    trained = []
+    if args.trained:
+        trained = trained_rows(Path(args.trained), _parse_cells(parser, args.trained_cells), steps, args.trained_eval_batch)
     gflops = (gflops_before + matmul_gflops(256 if args.quick else 1024)) / 2
-    for row in rows:
+    for row in rows + trained:
         row["stanhop_windows_per_s_per_matmul_gflops"] = round(row["stanhop"]["windows_per_s"] / gflops, 3)
     result = {"config": {"d_model": d_model, "d_ff": d_ff, "n_heads": base.n_heads, "factor": base.factor,
                          "input_len": args.input_len, "batch_size": base.batch_size, "threads": args.threads,
-                         "steps": steps, "eval_batch": eval_batch, "quick": args.quick},
-              "matmul_gflops": round(gflops, 2), "cells": rows}
+                         "steps": steps, "eval_batch": eval_batch, "quick": args.quick,
+                         "trained": args.trained, "trained_eval_batch": args.trained_eval_batch},
+              "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained}
     print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
