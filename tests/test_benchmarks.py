@@ -29,3 +29,32 @@ def test_benchmark_quick_mode_runs(script, tmp_path):
     manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
     for key in ("command", "date", "git", "machine", "versions", "wall_time_s"):
         assert key in manifest, f"{script.name}: manifest lacks {key}"
+
+
+def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
+    # two tiny trained runs (both STanHop variants) in a checkpoint folder: --trained finds the lowest seed of
+    # each, loads its weights and times it on real windows against the legacy code path
+    import os
+
+    from uhop.experiments.forecasting import ForecastConfig, benchmark_table, train_forecaster
+
+    if not os.path.exists(os.path.join(os.environ.get("UHOP_DATA", ""), "ett", "ETT-small", "ETTh1.csv")):
+        pytest.skip("UHOP_DATA does not hold ETTh1")
+    tiny = dict(dataset="ETTh1", horizon=12, input_len=24, d_model=16, n_heads=2, d_ff=32, factor=3, epochs=1,
+                batch_size=8, max_train_windows=32, max_val_windows=32, max_test_windows=32, eval_batch_size=32)
+    for variant in ("stanhop", "stanhop_uhop"):
+        for seed in (1, 0):
+            train_forecaster(ForecastConfig(variant=variant, seed=seed, **tiny), checkpoint_dir=tmp_path / "ckpt",
+                             progress=False)
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_forecasting.py"), "--quick", "--trained",
+         str(tmp_path / "ckpt"), "--trained-cells", "ETTh1:12,WTH:12", "--trained-eval-batch", "16", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "WTH-12: no best.pt" in result.stdout  # a cell without checkpoints is reported and skipped
+    (row,) = json.loads(out.read_text())["trained"]
+    assert (row["shape"], row["horizon"], row["seed"]) == ("ETTh1", 12, 0)
+    table = benchmark_table([row])
+    assert table.loc[("ETTh1", 12), "speed-up"] == row["speedup_train"]
+    assert row["stanhop"]["params"] < row["stanhop_uhop"]["params"]  # each variant its own checkpoint

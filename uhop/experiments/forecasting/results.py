@@ -12,7 +12,7 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "pooled_difference", "stopping_summary",
-           "tier_status", "paper_table"]
+           "tier_status", "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -206,3 +206,18 @@ def paper_table():
              "+U-Hop MSE": v["stanhop_uhop"][0], "+U-Hop MAE": v["stanhop_uhop"][1]}
             for (d, h), v in PAPER_TABLE8.items()]
     return pd.DataFrame(rows)
+
+
+def benchmark_table(rows: Sequence[dict]):
+    """The cells of ``benchmarks/bench_forecasting.py``'s JSON (``"cells"`` or ``"trained"``) as a table:
+    STanHop training and evaluation windows/s now and before the speed work, the speed-ups, and U-Hop's
+    step-time ratio to plain STanHop now and before, with the inner step's share of it."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "data": c["shape"], "horizon": c["horizon"],
+        "train windows/s": c["stanhop"]["windows_per_s"], "before": c["stanhop_legacy"]["windows_per_s"],
+        "speed-up": c["speedup_train"], "eval windows/s": c["stanhop"]["eval_windows_per_s"],
+        "eval before": c["stanhop_legacy"]["eval_windows_per_s"], "eval speed-up": c["speedup_eval"],
+        "U-Hop slowdown": c["uhop_slowdown"], "slowdown before": c["uhop_slowdown_legacy"],
+        "inner share": c["uhop_inner_share"]} for c in rows]).set_index(["data", "horizon"])
