@@ -206,3 +206,24 @@ def test_symlog_from_zero_keeps_zero_and_writes_plain_ticks():
             symlog_from_zero(ax, "z")
     finally:
         plt.close(fig)
+
+
+def test_git_commit_names_the_dirty_files(tmp_path):
+    import subprocess
+
+    from uhop.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    git("add", "a.py", "b.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    clean = git_commit(tmp_path)
+    assert clean["dirty"] is False and "dirty_files" not in clean and len(clean["commit"]) == 40
+    (tmp_path / "b.py").write_text("y = 2\n")
+    (tmp_path / "new.py").write_text("untracked\n")  # untracked files do not make a tree dirty
+    dirty = git_commit(tmp_path)
+    assert dirty["dirty"] is True and dirty["dirty_files"] == ["b.py"] and dirty["commit"] == clean["commit"]

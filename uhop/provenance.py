@@ -23,7 +23,9 @@ __all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_t
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The current git commit of ``cwd`` (default: the package's checkout) and whether it is dirty.
+    """The current git commit of ``cwd`` (default: the package's checkout), whether it is dirty and, if so, which
+    tracked files differ from the commit (``dirty_files``, at most 20; a result is only as reproducible as the
+    code that made it, and this says whether the differences could have touched it).
 
     Returns ``{"commit": None, "dirty": None}`` outside a git checkout (e.g. a wheel install).
     """
@@ -38,7 +40,11 @@ def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": bool(status.strip())}
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    out = {"commit": commit, "dirty": bool(changed)}
+    if changed:
+        out["dirty_files"] = changed[:20] + ([f"... and {len(changed) - 20} more"] if len(changed) > 20 else [])
+    return out
 
 
 def collect_provenance(device: str | None = None) -> dict[str, Any]:
