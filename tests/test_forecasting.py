@@ -128,6 +128,7 @@ def test_training_reduces_validation_error_and_writes_results(tmp_path):
     assert hist[-1]["val_mse"] < hist[0]["val_mse"]
     assert all(h["sep_loss_first"] is not None and h["inner_seconds"] > 0 for h in hist)
     assert 1.0 < res["alpha"]["min"] <= res["alpha"]["max"] < 2.0
+    assert 0 < res["cpu_time_s"] and 0 < res["wall_time_s"]  # both clocks, from the same start
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == [f"{res['key']}.json", f"{res['key']}.json.manifest.json"]
     df = load_results(tmp_path / "out")

@@ -63,7 +63,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     """
     if not isinstance(config, ForecastConfig):
         raise TypeError(f"config must be a ForecastConfig, got {type(config).__name__}")
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     dev = torch.device(device)
     if splits is None:
         splits = load_splits(config)
@@ -141,6 +141,9 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         seconds_per_epoch=(train_seconds / len(history)) if history else None,
         train_windows_per_s=(trained_windows / train_seconds) if train_seconds else None,
         wall_time_s=time.perf_counter() - start_time,
+        # CPU time of this process (all its threads): unlike the wall time, it leaves out the time the run spent
+        # paused or waiting for a core that other work held
+        cpu_time_s=time.process_time() - start_cpu,
     )
     if isinstance(model, STanHopNet):
         alphas = model.alphas()
