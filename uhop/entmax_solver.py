@@ -50,7 +50,7 @@ def newton_tolerance(dtype: torch.dtype) -> float:
     return 16.0 * torch.finfo(dtype).eps
 
 
-def _weights(ey, eps_theta, eps, exact_log1p: bool):
+def _weights(ey, eps_theta, eps, exact_log1p: bool, cpu: bool = True):
     """p (unnormalised), u = [1 + eps y]_+ and log p at the threshold ``theta`` (given as ``eps * theta``;
     ``ey = eps * (z - max)``).  Inactive entries (``u = 0``) get p = 0 exactly; their log p is -inf on the
     log1p path and 0 on the log path (the backward reads log p only where p > 0)."""
@@ -60,7 +60,7 @@ def _weights(ey, eps_theta, eps, exact_log1p: bool):
         # log(1 + r): torch's CPU log1p is not vectorised but keeps eps -> 0 exact (the softmax limit).
         u = (r + 1.0).clamp_min_(0.0)
         logp = torch.log1p(r.clamp_min_(-1.0)).div_(eps)
-        return _exp(logp), u, logp
+        return (_exp(logp) if cpu else torch.exp(logp)), u, logp
     u = r.add_(1.0).clamp_min_(0.0)
     # Plain log(u) is accurate to ~6e-8 / eps in p (float32), enough for eps >= 0.05.  The inactive entries
     # are kept out of log and exp: log(0) = -inf and exp(-inf) = 0 are special values that the CPU kernels
@@ -90,8 +90,17 @@ def _g(p, u):
     return p / u.clamp_min_(torch.finfo(u.dtype).tiny)
 
 
-#: Below this eps (= alpha - 1) the solver takes log1p instead of log (see :func:`_weights`).
+#: Below this eps (= alpha - 1) the solver takes log1p instead of log on the CPU (see :func:`_weights`).
 _LOG1P_BELOW = 0.05
+#: Newton steps between convergence tests on an accelerator (a test is a host-device synchronisation; the
+#: iteration typically converges in 1-4 steps, and steps past convergence change the weights only by rounding).
+_DEVICE_CHECK_EVERY = 4
+
+
+def _on_cpu(z: torch.Tensor) -> bool:
+    """Whether to take the CPU path: convergence tested every step and special values kept out of log/exp
+    (bit for bit the results of the plain formulas).  Elsewhere the solver avoids host synchronisations."""
+    return z.device.type == "cpu"
 
 
 class EntmaxNewtonFunction(torch.autograd.Function):
@@ -102,16 +111,21 @@ class EntmaxNewtonFunction(torch.autograd.Function):
         """``for_backward=False`` (pass ``torch.is_grad_enabled()``) skips what only the backward needs;
         omitted, it is True and the function takes three inputs, as before it existed."""
         ctx.n_inputs = 3 if for_backward is None else 4
+        cpu = _on_cpu(z)
         eps_b = eps.clamp_min(_EPS_FLOOR)
-        exact = bool(eps_b.min() < _LOG1P_BELOW)
+        # On an accelerator every bool() of a device tensor waits for the device: there log1p (as fast as log
+        # there) is taken always, and convergence is tested every _DEVICE_CHECK_EVERY steps instead of every step.
+        exact = bool(eps_b.min() < _LOG1P_BELOW) if cpu else True
+        every = 1 if cpu else _DEVICE_CHECK_EVERY
         ey = (z - z.amax(dim=-1, keepdim=True)) * eps_b
         eps_theta = torch.zeros(*z.shape[:-1], 1, dtype=z.dtype, device=z.device)
         tol = newton_tolerance(z.dtype)
         steps = 0
         while True:
-            p, u, logp = _weights(ey, eps_theta, eps_b, exact)
+            p, u, logp = _weights(ey, eps_theta, eps_b, exact, cpu)
             S = p.sum(dim=-1, keepdim=True)
-            if steps >= max_steps or bool(((S - 1.0).abs() <= tol).all()):
+            if steps >= max_steps or (steps % every == 0 and (steps or every == 1)
+                                      and bool(((S - 1.0).abs() <= tol).all())):
                 break
             # Newton step on H = (S^eps - 1)/eps, in units of eps * theta: theta += H S / ((1 + eps H) sum g).
             g = _g(p, u)
