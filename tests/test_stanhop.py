@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from uhop.models.stanhop import STanHopNet, blocks_for_horizon
-from uhop.nn import HopfieldPooling, hopfield_layers, kernel_parameters, separation_step
+from uhop.nn import HopfieldPooling, hopfield_layers, kernel_parameters, record_stored_patterns, separation_step
 
 TINY = dict(d_model=16, n_heads=2, d_ff=32, factor=3, dropout=0.0)
 
@@ -183,3 +183,30 @@ def test_input_dtype_and_empty_batch_are_clear_errors():
     with pytest.raises(ValueError, match="at least one window"):
         net(torch.randn(0, 24, 3))
     assert net.double()(torch.randn(2, 24, 3, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("uhop", [False, True])
+def test_first_decoder_layer_runs_once_per_batch_in_evaluation_bit_for_bit(monkeypatch, uhop):
+    # its input is the learned decoder queries, the same for every window: in eval mode without gradients the
+    # model runs it on one window and expands; the outputs must be exactly those of running it on every window
+    torch.manual_seed(0)
+    model = STanHopNet(5, 36, 40, n_blocks=2, uhop=uhop, **{**TINY, "dropout": 0.3}).eval()
+    x = torch.randn(13, 36, 5)
+    calls = []
+    model.decoder[0].self_layer.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    with torch.no_grad():
+        shared = model(x)
+        monkeypatch.setattr(STanHopNet, "_first_layer_shared", lambda self: False)
+        each = model(x)
+    monkeypatch.undo()
+    assert calls == [1, 13]
+    assert torch.equal(shared.view(torch.int32), each.view(torch.int32))
+    # not with gradients, in training (dropout differs per window) or while Algorithm 2 records patterns
+    model(x)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    with torch.no_grad(), record_stored_patterns(model):
+        model(x)
+    assert calls[2:] == [13, 13, 13 if uhop else 1]
