@@ -261,13 +261,17 @@ class STanHopNet(nn.Module):
 
         return torch.cat([layer.separation.alpha.detach().reshape(-1) for layer in hopfield_layers(self)])
 
+    #: Run the first decoder layer's tandem layer once per evaluation batch (see :meth:`_first_layer_shared`);
+    #: set False on an instance to run it on every window (the benchmark's code path before the speed work).
+    share_first_decoder_layer = True
+
     def _first_layer_shared(self) -> bool:
         """Whether the first decoder layer's tandem layer may run on one window for all.  Its input is the learned
         decoder queries, the same for every window, so without dropout (eval mode) and without gradients one
         window's output is every window's -- bit for bit (checked on fresh and trained networks of every cell and
         batch size), at 1/B of the cost: about a third of an evaluation pass at the long horizons.  Not while
         Algorithm 2's inner pass records each window's stored patterns (uhop.nn.record_stored_patterns)."""
-        return (not self.training and not torch.is_grad_enabled()
+        return (self.share_first_decoder_layer and not self.training and not torch.is_grad_enabled()
                 and not any(getattr(m, "_recording", False) for m in self.decoder[0].self_layer.modules()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
