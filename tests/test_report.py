@@ -227,3 +227,14 @@ def test_git_commit_names_the_dirty_files(tmp_path):
     (tmp_path / "new.py").write_text("untracked\n")  # untracked files do not make a tree dirty
     dirty = git_commit(tmp_path)
     assert dirty["dirty"] is True and dirty["dirty_files"] == ["b.py"] and dirty["commit"] == clean["commit"]
+    # a rewritten result file is not a change to the code that made it
+    assert git_commit(tmp_path, ignore=[tmp_path / "b.py"]) == clean
+
+
+def test_manifest_does_not_count_its_own_result_as_a_dirty_checkout(tmp_path, monkeypatch):
+    import uhop.provenance as prov
+
+    seen = {}
+    monkeypatch.setattr(prov, "git_commit", lambda ignore=(): seen.setdefault("ignore", tuple(ignore)) and {})
+    prov.write_manifest(tmp_path / "r.json.manifest.json", command="x", parameters={})
+    assert set(seen["ignore"]) == {tmp_path / "r.json.manifest.json", tmp_path / "r.json"}

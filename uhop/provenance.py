@@ -22,10 +22,11 @@ __all__ = ["collect_provenance", "git_commit", "write_manifest", "atomic_write_t
            "LockedError"]
 
 
-def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+def git_commit(cwd: str | os.PathLike | None = None, ignore=()) -> dict[str, Any]:
     """The current git commit of ``cwd`` (default: the package's checkout), whether it is dirty and, if so, which
     tracked files differ from the commit (``dirty_files``, at most 20; a result is only as reproducible as the
-    code that made it, and this says whether the differences could have touched it).
+    code that made it, and this says whether the differences could have touched it).  Files in ``ignore`` (paths)
+    do not count: a run that rewrites a committed result file has not changed the code that made it.
 
     Returns ``{"commit": None, "dirty": None}`` outside a git checkout (e.g. a wheel install).
     """
@@ -34,20 +35,23 @@ def git_commit(cwd: str | os.PathLike | None = None) -> dict[str, Any]:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
+        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip())
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-    changed = [line[3:] for line in status.splitlines() if line.strip()]
+    skip = {Path(p).resolve() for p in ignore}
+    changed = [line[3:] for line in status.splitlines() if line.strip() and (top / line[3:]).resolve() not in skip]
     out = {"commit": commit, "dirty": bool(changed)}
     if changed:
         out["dirty_files"] = changed[:20] + ([f"... and {len(changed) - 20} more"] if len(changed) > 20 else [])
     return out
 
 
-def collect_provenance(device: str | None = None) -> dict[str, Any]:
+def collect_provenance(device: str | None = None, ignore=()) -> dict[str, Any]:
     """Package versions, git commit, UTC date and a description of the machine."""
     import torch
 
@@ -72,7 +76,7 @@ def collect_provenance(device: str | None = None) -> dict[str, Any]:
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": versions,
-        "git": git_commit(),
+        "git": git_commit(ignore=ignore),
         "machine": machine,
         "device": device,
     }
@@ -102,12 +106,15 @@ def write_manifest(
     device: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a JSON manifest describing how a result was produced; returns it."""
+    """Write a JSON manifest describing how a result was produced; returns it.  The result (``path`` without its
+    ``.manifest.json``) and the manifest itself do not make the checkout count as dirty."""
+    path = Path(path)
+    described = path.with_name(path.name.removesuffix(".manifest.json"))
     manifest = {
         "command": command,
         "parameters": parameters,
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
-        **collect_provenance(device),
+        **collect_provenance(device, ignore=(path, described)),
     }
     if extra:
         manifest.update(extra)
