@@ -268,8 +268,10 @@ class STanHopNet(nn.Module):
     def _first_layer_shared(self) -> bool:
         """Whether the first decoder layer's tandem layer may run on one window for all.  Its input is the learned
         decoder queries, the same for every window, so without dropout (eval mode) and without gradients one
-        window's output is every window's -- bit for bit (checked on fresh and trained networks of every cell and
-        batch size), at 1/B of the cost: about a third of an evaluation pass at the long horizons.  Not while
+        window's output is every window's -- bit for bit on the CPU this project runs on (checked on fresh and trained
+        networks of every horizon and several batch sizes; a BLAS that sums a matrix product's rows differently for
+        different row counts could change last bits), at 1/B of the cost: about a third of an evaluation pass at
+        the long horizons.  Not while
         Algorithm 2's inner pass records each window's stored patterns (uhop.nn.record_stored_patterns)."""
         return (self.share_first_decoder_layer and not self.training and not torch.is_grad_enabled()
                 and not any(getattr(m, "_recording", False) for m in self.decoder[0].self_layer.modules()))
