@@ -172,9 +172,9 @@ def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]
             print(f"trained {dataset}-{horizon}: no best.pt of both variants under {folder}; skipped", flush=True)
             continue
         cases = {}
+        data, n_vars = _real_windows(ForecastConfig(**found["stanhop"]["config"]), eval_batch)  # both variants
         for variant, ckpt in found.items():
-            cfg = ForecastConfig(**{k: v for k, v in ckpt["config"].items() if k in ForecastConfig.__dataclass_fields__})
-            data, n_vars = _real_windows(cfg, eval_batch)
+            cfg = ForecastConfig(**ckpt["config"])
             for legacy in (False, True):
                 cases[variant + ("_legacy" if legacy else "")] = _Case(cfg, n_vars, legacy, eval_batch, data, ckpt["model"])
         rows.append(_timed_cells(cases, steps, {"shape": dataset, "horizon": horizon, "n_vars": n_vars,

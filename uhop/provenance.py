@@ -32,11 +32,11 @@ def git_commit(cwd: str | os.PathLike | None = None, ignore=()) -> dict[str, Any
     """
     cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
-                                  check=True, timeout=10).stdout.strip())
+        commit, top = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, check=True,
+            timeout=10,
+        ).stdout.split("\n")[:2]
+        top = Path(top)
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
