@@ -58,3 +58,27 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     table = benchmark_table([row])
     assert table.loc[("ETTh1", 12), "speed-up"] == row["speedup_train"]
     assert row["stanhop"]["params"] < row["stanhop_uhop"]["params"]  # each variant its own checkpoint
+
+
+def test_forecasting_profile_lists_each_phase(tmp_path):
+    # benchmarks/profile_forecasting.py (not a bench_* script: it prints operator tables, no JSON) on a tiny fresh
+    # U-Hop cell: every phase gets a table whose shares are of that phase, and a plain network has no inner step
+    script = str(REPO / "benchmarks" / "profile_forecasting.py")
+    tiny = ["--cell", "ETTh1:12", "--d-model", "16", "--steps", "1", "--eval-batch", "8", "--top", "5"]
+    result = subprocess.run([sys.executable, script, *tiny], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    for phase in ("train:", "inner:", "eval:"):
+        assert f"\n{phase}\n" in result.stdout
+    assert result.stdout.count("all operators") == 3
+    shares = [float(line.split()[-2].rstrip("%")) for line in result.stdout.splitlines()
+              if line.startswith("  aten::") and line.split()[-2].endswith("%")]
+    assert shares and all(0 < s <= 100 for s in shares)
+    plain = subprocess.run([sys.executable, script, *tiny, "--variant", "stanhop", "--phases", "inner,train", "--legacy",
+                            "--top", "200"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-4000:]
+    assert "inner: skipped (no U-Hop kernels in stanhop)" in plain.stdout and "legacy code path" in plain.stdout
+    assert "EntmaxBisectFunction" in plain.stdout  # the bisection solver is what runs
+    bad = subprocess.run([sys.executable, script, "--cell", "ETTx:96"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "bad cell 'ETTx:96'" in bad.stderr

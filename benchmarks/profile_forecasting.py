@@ -1,0 +1,138 @@
+"""Where a STanHop step spends its time: ``torch.profiler`` over a plain training step, U-Hop's inner step
+(Algorithm 2, line 4) and an evaluation pass, on one forecasting cell.
+
+The speed work of issue 17 started from this kind of table and the forecasting chapter's "Where the time went"
+section quotes it.  Each phase is profiled over ``--steps`` repetitions after two warm-up calls; the table lists
+the operators with the largest *self* CPU time (time spent in the operator itself, not in what it calls), their
+share of the phase, and the call count per repetition, which shows dispatch overhead (many calls, little time
+each) as plainly as heavy kernels.
+
+Usage::
+
+    python benchmarks/profile_forecasting.py [--cell ETTh1:96] [--d-model 64] [--threads 1] [--steps 5]
+        [--trained CHECKPOINT.pt] [--legacy] [--phases train,inner,eval] [--top 15]
+
+``--trained`` profiles a checkpoint of the converged tier (``best.pt``; its config decides the cell) on real
+windows -- trained networks attend far more sparsely than fresh ones and the entmax's cost depends on it.
+Without it a freshly initialised network runs on random data of the cell's shape.  ``--legacy`` profiles the code
+path before the speed work (``bench_forecasting._legacy``: entmax's bisection, torch's dropout, the first decoder
+layer on every window), where the learnable entmax was about 45% of a training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from uhop.experiments.forecasting import ForecastConfig, build_model
+from uhop.nn import kernel_parameters, separation_step
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from bench_forecasting import SHAPES, _legacy, _real_windows  # noqa: E402  (benchmarks/ is not a package)
+
+PHASES = ("train", "inner", "eval")
+
+
+def _phase_calls(model, cfg, data, legacy: bool = False):
+    """One callable per phase: a plain Adam step on the MAE, one separation-loss SGD step on the kernels
+    (U-Hop only) and a no-gradient evaluation pass."""
+    x, xi, y, xe = data
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=not legacy)
+    kparams = kernel_parameters(model)
+    kopt = torch.optim.SGD(kparams, lr=cfg.kernel_lr) if kparams else None
+
+    def train():
+        loss = F.l1_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def inner():
+        separation_step(model, xi, kopt)
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            model(xe)
+        model.train()
+
+    return {"train": train, "inner": inner if kopt is not None else None, "eval": evaluate}
+
+
+def profile_phase(call, steps: int):
+    """``torch.profiler`` averages over ``steps`` calls of ``call`` (after two warm-up calls)."""
+    for _ in range(2):
+        call()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            call()
+    return prof.key_averages()
+
+
+def table(averages, steps: int, top: int) -> str:
+    """The ``top`` operators by self CPU time: ms per repetition, share of the phase, calls per repetition."""
+    rows = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows)
+    lines = [f"  {'operator':<44}{'ms/rep':>9}{'share':>8}{'calls/rep':>11}"]
+    for e in rows[:top]:
+        lines.append(f"  {e.key[:43]:<44}{e.self_cpu_time_total / 1e3 / steps:>9.2f}"
+                     f"{e.self_cpu_time_total / total:>8.1%}{e.count / steps:>11.0f}")
+    calls = sum(e.count for e in rows) / steps
+    lines.append(f"  {'all operators':<44}{total / 1e3 / steps:>9.2f}{1:>8.0%}{calls:>11.0f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cell", default="ETTh1:96", help="DATASET:HORIZON of a fresh network")
+    parser.add_argument("--variant", default="stanhop_uhop", choices=("stanhop", "stanhop_uhop"))
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--eval-batch", type=int, default=256)
+    parser.add_argument("--trained", help="a converged-tier checkpoint (best.pt) to profile on real windows")
+    parser.add_argument("--legacy", action="store_true", help="the code path before the speed work")
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    phases = args.phases.split(",")
+    if bad := sorted(set(phases) - set(PHASES)):
+        parser.error(f"unknown phase(s) {bad}; choose from {PHASES}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.trained:
+        ckpt = torch.load(args.trained, map_location="cpu", weights_only=False)
+        cfg = ForecastConfig(**ckpt["config"])
+        data, n_vars = _real_windows(cfg, args.eval_batch)
+        model = build_model(cfg, n_vars)
+        model.load_state_dict(ckpt["model"])
+    else:
+        name, _, horizon = args.cell.partition(":")
+        if name not in SHAPES or not horizon.isdigit():
+            parser.error(f"bad cell {args.cell!r}: use DATASET:HORIZON with DATASET in {sorted(SHAPES)}")
+        cfg = replace(ForecastConfig(dataset=name, horizon=int(horizon), variant=args.variant), d_model=args.d_model)
+        n_vars = SHAPES[name][0]
+        model = build_model(cfg, n_vars)
+        data = (torch.randn(cfg.batch_size, cfg.input_len, n_vars), torch.randn(cfg.batch_size, cfg.input_len, n_vars),
+                torch.randn(cfg.batch_size, cfg.horizon, n_vars), torch.randn(args.eval_batch, cfg.input_len, n_vars))
+    if args.legacy:
+        _legacy(model)
+    calls = _phase_calls(model, cfg, data, args.legacy)
+    print(f"{cfg.dataset}-{cfg.horizon} {cfg.variant} d_model {cfg.d_model}, batch {cfg.batch_size}, "
+          f"eval batch {args.eval_batch}, {args.threads} thread(s), {'trained' if args.trained else 'fresh'}, "
+          f"{'legacy' if args.legacy else 'current'} code path")
+    for phase in phases:
+        if calls[phase] is None:
+            print(f"\n{phase}: skipped (no U-Hop kernels in {cfg.variant})")
+            continue
+        print(f"\n{phase}:\n" + table(profile_phase(calls[phase], args.steps), args.steps, args.top), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
