@@ -21,11 +21,18 @@ windows/s figure by it to compare machines.
 Usage::
 
     python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
-        [--trained DIR [--trained-cells ETTh1:96,...]] [--json PATH]
+        [--trained DIR [--trained-cells ETTh1:96,...]] [--allocator ETTm1:720:stanhop_uhop,...] [--skip-main]
+        [--json PATH]
 
 ``--trained DIR`` also times **trained** networks of the converged tier (their ``best.pt`` in ``DIR``, e.g.
 ``_build/forecasting/converged_checkpoints``) on real windows, new code path against legacy on the same weights:
 trained networks attend much more sparsely than fresh ones, which changes the entmax's cost.
+
+``--allocator DATASET:HORIZON:VARIANT,...`` compares glibc's default malloc settings with
+``uhop.allocator.retain_freed_memory`` (each setting in its own process, interleaved rounds): windows/s, minor
+page faults per evaluation pass, and whether both settings compute the same bits; with ``--trained DIR`` it uses
+the lowest-seed checkpoint of a cell where there is one.  ``--skip-main`` leaves out the fresh-network cells and
+``--trained-cells ""`` the trained comparison.
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
 provenance manifest ``PATH.manifest.json``.
@@ -156,6 +163,13 @@ def _real_windows(cfg: ForecastConfig, eval_batch: int):
     return (x, xi, y, xe), splits.train.shape[1]
 
 
+def _lowest_seed_checkpoint(folder: Path, dataset: str, horizon: int, variant: str) -> Path | None:
+    """``best.pt`` of the lowest seed of one converged-tier cell and variant under ``folder``, or ``None``."""
+    hits = sorted(folder.glob(f"{dataset}_h{horizon}_{variant}_s*/best.pt"),
+                  key=lambda f: int(f.parent.name.split("_s")[-1].split("_")[0]))
+    return hits[0] if hits else None
+
+
 def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]:
     """Time trained networks of the converged tier (their ``best.pt`` under ``folder``, lowest seed of each
     variant) on real windows, against the legacy code path on the same weights.  Trained networks attend far
@@ -164,10 +178,9 @@ def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]
     for dataset, horizon in cells:
         found = {}
         for variant in ("stanhop", "stanhop_uhop"):
-            hits = sorted(folder.glob(f"{dataset}_h{horizon}_{variant}_s*/best.pt"),
-                          key=lambda f: int(f.parent.name.split("_s")[-1].split("_")[0]))
-            if hits:
-                found[variant] = torch.load(hits[0], map_location="cpu", weights_only=False)
+            hit = _lowest_seed_checkpoint(folder, dataset, horizon, variant)
+            if hit is not None:
+                found[variant] = torch.load(hit, map_location="cpu", weights_only=False)
         if len(found) < 2:
             print(f"trained {dataset}-{horizon}: no best.pt of both variants under {folder}; skipped", flush=True)
             continue
@@ -201,6 +214,97 @@ def _timed_cells(cases: dict, steps: int, row: dict) -> dict:
     return row
 
 
+def _allocator_child(spec: dict) -> dict:
+    """One setting of the allocator comparison, in its own process (malloc settings are process-wide): a
+    settling evaluation pass, ``passes`` timed passes over ``eval_windows`` windows in batches of ``eval_batch``,
+    then ``steps`` timed training steps.  Reports throughput, minor page faults per pass and a digest of every
+    number computed (predictions and losses), so the parent can check the settings agree bit for bit."""
+    import hashlib
+    import resource
+
+    from uhop.allocator import retain_freed_memory
+
+    torch.set_num_threads(spec["threads"])
+    applied = retain_freed_memory() if spec["retain"] else False
+    ckpt = torch.load(spec["checkpoint"], map_location="cpu", weights_only=False) if spec["checkpoint"] else None
+    cfg = ForecastConfig(**(ckpt["config"] if ckpt else spec["config"]))
+    n_vars = SHAPES[cfg.dataset][0]
+    data = _real_windows(cfg, spec["eval_windows"])[0] if spec["real"] else None
+    case = _Case(cfg, n_vars, False, spec["eval_windows"], data, ckpt["model"] if ckpt else None)
+    digest = hashlib.sha256()
+
+    def eval_pass(record):
+        case.model.eval()
+        with torch.no_grad():
+            outs = [case.model(chunk) for chunk in case.xe.split(spec["eval_batch"])]
+        case.model.train()
+        if record:
+            digest.update(torch.cat(outs).numpy().tobytes())
+
+    eval_pass(True)  # settles the heap (and is the digest of the loaded weights' predictions)
+    faults0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    for _ in range(spec["passes"]):
+        eval_pass(False)
+    eval_s = (time.perf_counter() - t0) / spec["passes"]
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / spec["passes"]
+    for _ in range(spec["steps"] + 1):
+        case.step()
+    eval_pass(True)  # predictions after the training steps: every gradient and update must agree too
+    return {"retain": spec["retain"], "applied": applied, "eval_windows_per_s": len(case.xe) / eval_s,
+            "faults_per_eval_pass": faults, "step_windows_per_s": case.batch / statistics.median(case.steps[1:]),
+            "digest": digest.hexdigest(), "epoch": ckpt.get("epoch") if ckpt else None, "seed": cfg.seed}
+
+
+def allocator_rows(cells, base: ForecastConfig, folder: Path | None, rounds: int, eval_batch: int,
+                   eval_windows: int, passes: int, steps: int, threads: int, real: bool) -> list[dict]:
+    """Evaluation and training throughput with glibc's default malloc settings against
+    ``uhop.allocator.retain_freed_memory``: each (cell, setting) runs in a fresh process, settings alternate in
+    interleaved rounds, medians are reported.  A cell ``DATASET:HORIZON:VARIANT`` uses the lowest-seed trained
+    checkpoint under ``folder`` when there is one, else a freshly initialised model of ``base``'s size."""
+    import subprocess
+
+    rows = []
+    for dataset, horizon, variant in cells:
+        hit = _lowest_seed_checkpoint(folder, dataset, horizon, variant) if folder else None
+        config = {k: v for k, v in vars(replace(base, dataset=dataset, horizon=horizon, variant=variant)).items()}
+        runs = {False: [], True: []}
+        for r in range(rounds):
+            for retain in ((False, True) if r % 2 == 0 else (True, False)):
+                spec = {"retain": retain, "checkpoint": str(hit) if hit else None, "config": config, "real": real,
+                        "eval_windows": eval_windows, "eval_batch": eval_batch, "passes": passes, "steps": steps,
+                        "threads": threads}
+                out = subprocess.run([sys.executable, __file__, "--allocator-child", json.dumps(spec)],
+                                     capture_output=True, text=True, check=True)
+                runs[retain].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        med = {retain: {k: statistics.median(run[k] for run in got) for k in
+                        ("eval_windows_per_s", "faults_per_eval_pass", "step_windows_per_s")}
+               for retain, got in runs.items()}
+        row = {"dataset": dataset, "horizon": horizon, "variant": variant, "trained": hit is not None,
+               "seed": runs[True][0]["seed"], "epoch": runs[True][0]["epoch"], "rounds": rounds,
+               "applied": all(run["applied"] for run in runs[True]),
+               "identical": len({run["digest"] for got in runs.values() for run in got}) == 1,
+               **{f"{'retain' if retain else 'default'}_{k}": round(v, 1) for retain, m in med.items()
+                  for k, v in m.items()}}
+        row["eval_speedup"] = round(med[True]["eval_windows_per_s"] / med[False]["eval_windows_per_s"], 3)
+        row["train_speedup"] = round(med[True]["step_windows_per_s"] / med[False]["step_windows_per_s"], 3)
+        print(json.dumps({k: row[k] for k in ("dataset", "horizon", "variant", "trained", "identical",
+                                              "eval_speedup", "train_speedup", "default_faults_per_eval_pass",
+                                              "retain_faults_per_eval_pass")}), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _parse_allocator_cells(parser, text: str) -> list[tuple[str, int, str]]:
+    cells = []
+    for cell in text.split(","):
+        parts = cell.split(":")
+        if len(parts) != 3 or parts[2] not in ("stanhop", "stanhop_uhop"):
+            parser.error(f"bad allocator cell {cell!r}: use DATASET:HORIZON:VARIANT (VARIANT stanhop or stanhop_uhop)")
+        (dataset, horizon), = _parse_cells(parser, ":".join(parts[:2]))
+        cells.append((dataset, horizon, parts[2]))
+    return cells
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one tiny cell, for the test suite")
@@ -216,11 +320,21 @@ def main(argv=None) -> int:
                         help="also time trained networks: a folder of converged-tier checkpoints "
                              "(_build/forecasting/converged_checkpoints; needs UHOP_DATA for real windows)")
     parser.add_argument("--trained-cells", default="ETTh1:96,ETTm1:96,WTH:96,ETTh1:336",
-                        help="DATASET:HORIZON cells for --trained")
+                        help="DATASET:HORIZON cells for --trained (empty: none, e.g. to use --trained only for --allocator)")
     parser.add_argument("--trained-eval-batch", type=int, default=64, help="evaluation batch of the trained "
                         "cells (the converged tier's eval_batch_size)")
+    parser.add_argument("--allocator", default=None, metavar="CELLS",
+                        help="compare glibc's default malloc settings with uhop.allocator.retain_freed_memory on "
+                             "DATASET:HORIZON:VARIANT cells (trained checkpoints from --trained when present)")
+    parser.add_argument("--allocator-rounds", type=int, default=3, help="interleaved rounds per allocator cell")
+    parser.add_argument("--allocator-windows", type=int, default=128, help="windows per timed evaluation pass")
+    parser.add_argument("--skip-main", action="store_true", help="time only --trained / --allocator cells")
+    parser.add_argument("--allocator-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
     args = parser.parse_args(argv)
+    if args.allocator_child:
+        print(json.dumps(_allocator_child(json.loads(args.allocator_child))))
+        return 0
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     d_model = 16 if args.quick else args.d_model
@@ -232,7 +346,7 @@ def main(argv=None) -> int:
     steps = 2 if args.quick else args.steps
     gflops_before = matmul_gflops(256 if args.quick else 1024)
     rows = []
-    for shape_of, horizon in shapes:
+    for shape_of, horizon in [] if args.skip_main else shapes:
         n_vars = SHAPES[shape_of][0]
         cases = {}
         for variant in ("stanhop", "stanhop_uhop", "linear"):
@@ -242,16 +356,25 @@ def main(argv=None) -> int:
                 cases[variant + "_legacy"] = _Case(cfg, n_vars, legacy=True, eval_batch=eval_batch)
         rows.append(_timed_cells(cases, steps, {"shape": shape_of, "horizon": horizon, "n_vars": n_vars}))
     trained = []
-    if args.trained:
+    if args.trained and args.trained_cells:
         trained = trained_rows(Path(args.trained), _parse_cells(parser, args.trained_cells), steps, args.trained_eval_batch)
+    allocator = []
+    if args.allocator or args.quick:
+        cells = _parse_allocator_cells(parser, args.allocator) if args.allocator else [("ETTh1", 96, "stanhop")]
+        allocator = allocator_rows(cells, base, Path(args.trained) if args.trained else None,
+                                   1 if args.quick else args.allocator_rounds, eval_batch if args.quick else 64,
+                                   eval_batch if args.quick else args.allocator_windows, 1 if args.quick else 2,
+                                   steps, args.threads, real=not args.quick)
     gflops = (gflops_before + matmul_gflops(256 if args.quick else 1024)) / 2
     for row in rows + trained:
         row["stanhop_windows_per_s_per_matmul_gflops"] = round(row["stanhop"]["windows_per_s"] / gflops, 3)
     result = {"config": {"d_model": d_model, "d_ff": d_ff, "n_heads": base.n_heads, "factor": base.factor,
                          "input_len": args.input_len, "batch_size": base.batch_size, "threads": args.threads,
                          "steps": steps, "eval_batch": eval_batch, "quick": args.quick,
-                         "trained": args.trained, "trained_eval_batch": args.trained_eval_batch},
-              "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained}
+                         "trained": args.trained, "trained_eval_batch": args.trained_eval_batch,
+                         "allocator": args.allocator, "allocator_rounds": args.allocator_rounds,
+                         "allocator_windows": args.allocator_windows, "skip_main": args.skip_main},
+              "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained, "allocator": allocator}
     print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")

@@ -36,6 +36,7 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     # each, loads its weights and times it on real windows against the legacy code path
     import os
 
+    from uhop import allocator
     from uhop.experiments.forecasting import ForecastConfig, benchmark_table, train_forecaster
 
     if not os.path.exists(os.path.join(os.environ.get("UHOP_DATA", ""), "ett", "ETT-small", "ETTh1.csv")):
@@ -49,15 +50,25 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_forecasting.py"), "--quick", "--trained",
-         str(tmp_path / "ckpt"), "--trained-cells", "ETTh1:12,WTH:12", "--trained-eval-batch", "16", "--json", str(out)],
+         str(tmp_path / "ckpt"), "--trained-cells", "ETTh1:12,WTH:12", "--trained-eval-batch", "16",
+         "--allocator", "ETTh1:12:stanhop_uhop,WTH:12:stanhop", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "WTH-12: no best.pt" in result.stdout  # a cell without checkpoints is reported and skipped
-    (row,) = json.loads(out.read_text())["trained"]
+    result_json = json.loads(out.read_text())
+    (row,) = result_json["trained"]
     assert (row["shape"], row["horizon"], row["seed"]) == ("ETTh1", 12, 0)
     table = benchmark_table([row])
     assert table.loc[("ETTh1", 12), "speed-up"] == row["speedup_train"]
     assert row["stanhop"]["params"] < row["stanhop_uhop"]["params"]  # each variant its own checkpoint
+    # the allocator comparison: the trained U-Hop checkpoint where there is one, a fresh network where not; both
+    # malloc settings compute the same bits
+    trained_cell, fresh_cell = result_json["allocator"]
+    assert (trained_cell["dataset"], trained_cell["trained"], trained_cell["seed"]) == ("ETTh1", True, 0)
+    assert (fresh_cell["dataset"], fresh_cell["trained"]) == ("WTH", False)
+    for cell in (trained_cell, fresh_cell):
+        assert cell["identical"] and cell["applied"] == (allocator.glibc_malloc() is not None)
+        assert cell["retain_eval_windows_per_s"] > 0 and cell["default_step_windows_per_s"] > 0
 
 
 def test_forecasting_profile_lists_each_phase(tmp_path):

@@ -56,6 +56,7 @@ def collect_provenance(device: str | None = None, ignore=()) -> dict[str, Any]:
     import torch
 
     from . import __version__
+    from .allocator import retaining
 
     machine: dict[str, Any] = {
         "platform": platform.platform(),
@@ -63,6 +64,7 @@ def collect_provenance(device: str | None = None, ignore=()) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],
+        "retain_freed_memory": retaining(),
     }
     if device is not None and str(device).startswith("cuda") and torch.cuda.is_available():
         machine["gpu"] = torch.cuda.get_device_name(torch.device(device))

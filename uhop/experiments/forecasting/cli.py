@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from ..._checks import check_choice
+from ...allocator import retain_freed_memory
 from ...provenance import atomic_write_text, write_manifest
 from .config import VARIANTS, config_from_parameters, run_key
 from .data import load_splits
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        retain_freed_memory()  # bit-identical, faster long-horizon entmax solves (uhop/allocator.py)
     if args.command == "train":
         return _train_command(args)
     cells = {tuple(c.rsplit("_", 1)) for c in args.cells.split(",") if c}
