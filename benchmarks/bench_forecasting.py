@@ -22,7 +22,11 @@ Usage::
 
     python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
         [--trained DIR [--trained-cells ETTh1:96,...]] [--allocator ETTm1:720:stanhop_uhop,...] [--skip-main]
-        [--json PATH]
+        [--inner-batches 8,4] [--json PATH]
+
+``--inner-batches 8,4`` also times U-Hop with Algorithm 2's Stage-I batch ``B_1`` smaller than the training
+batch ``B_2`` (the paper gives one batch size for forecasting and the converged tier uses it for both); each
+adds ``uhop_slowdown_b1_<B_1>`` to the cell.
 
 ``--trained DIR`` also times **trained** networks of the converged tier (their ``best.pt`` in ``DIR``, e.g.
 ``_build/forecasting/converged_checkpoints``) on real windows, new code path against legacy on the same weights:
@@ -92,6 +96,8 @@ class _Case:
             data = (torch.randn(cfg.batch_size, cfg.input_len, n_vars), torch.randn(cfg.batch_size, cfg.input_len, n_vars),
                     torch.randn(cfg.batch_size, cfg.horizon, n_vars), torch.randn(eval_batch, cfg.input_len, n_vars))
         self.x, self.xi, self.y, self.xe = data
+        if cfg.inner_batch_size is not None:  # Algorithm 2's B_1 < B_2: the first B_1 windows of the inner batch
+            self.xi = self.xi[:cfg.inner_batch_size]
         self.steps, self.inner, self.evals = [], [], []
 
     def step(self):
@@ -170,7 +176,7 @@ def _lowest_seed_checkpoint(folder: Path, dataset: str, horizon: int, variant: s
     return hits[0] if hits else None
 
 
-def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]:
+def trained_rows(folder: Path, cells, steps: int, eval_batch: int, inner_batches=()) -> list[dict]:
     """Time trained networks of the converged tier (their ``best.pt`` under ``folder``, lowest seed of each
     variant) on real windows, against the legacy code path on the same weights.  Trained networks attend far
     more sparsely than freshly initialised ones, and the entmax cost depends on that."""
@@ -190,9 +196,21 @@ def trained_rows(folder: Path, cells, steps: int, eval_batch: int) -> list[dict]
             cfg = ForecastConfig(**ckpt["config"])
             for legacy in (False, True):
                 cases[variant + ("_legacy" if legacy else "")] = _Case(cfg, n_vars, legacy, eval_batch, data, ckpt["model"])
+            if variant == "stanhop_uhop":
+                cases.update(_b1_cases(cfg, n_vars, inner_batches, eval_batch, data, ckpt["model"]))
         rows.append(_timed_cells(cases, steps, {"shape": dataset, "horizon": horizon, "n_vars": n_vars,
                                                 "seed": cfg.seed, "epoch": found["stanhop"].get("epoch")}))
     return rows
+
+
+#: Case-name prefix of U-Hop with Stage-I batch B_1 smaller than the training batch (``stanhop_uhop_b1_4``).
+_B1_CASE = "stanhop_uhop_b1_"
+
+
+def _b1_cases(cfg: ForecastConfig, n_vars: int, inner_batches, eval_batch: int, data=None, weights=None) -> dict:
+    """U-Hop cases of ``cfg`` with Algorithm 2's Stage-I batch ``B_1`` set to each of ``inner_batches``."""
+    return {f"{_B1_CASE}{b1}": _Case(replace(cfg, inner_batch_size=b1), n_vars, False, eval_batch, data, weights)
+            for b1 in inner_batches}
 
 
 def _timed_cells(cases: dict, steps: int, row: dict) -> dict:
@@ -207,6 +225,9 @@ def _timed_cells(cases: dict, steps: int, row: dict) -> dict:
     row["uhop_slowdown"] = round(m["stanhop_uhop"]["step_s"] / m["stanhop"]["step_s"], 3)
     row["uhop_slowdown_legacy"] = round(m["stanhop_uhop_legacy"]["step_s"] / m["stanhop_legacy"]["step_s"], 3)
     row["uhop_inner_share"] = round(m["stanhop_uhop"]["inner_s"] / m["stanhop_uhop"]["step_s"], 3)
+    for name in m:  # U-Hop with a smaller Stage-I batch (--inner-batches)
+        if name.startswith(_B1_CASE):
+            row["uhop_slowdown_" + name[len("stanhop_uhop_"):]] = round(m[name]["step_s"] / m["stanhop"]["step_s"], 3)
     print(json.dumps({k: row[k] for k in ("shape", "horizon", "speedup_train", "speedup_eval", "uhop_slowdown",
                                           "uhop_slowdown_legacy", "uhop_inner_share")}),
           f"plain {m['stanhop']['windows_per_s']} w/s (legacy {m['stanhop_legacy']['windows_per_s']}), "
@@ -305,6 +326,15 @@ def _parse_allocator_cells(parser, text: str) -> list[tuple[str, int, str]]:
     return cells
 
 
+def _parse_inner_batches(parser, text: str, batch_size: int) -> list[int]:
+    sizes = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if not item.isdigit() or not 1 <= int(item) <= batch_size:
+            parser.error(f"bad --inner-batches entry {item!r}: a Stage-I batch from 1 to the training batch {batch_size}")
+        sizes.append(int(item))
+    return sizes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one tiny cell, for the test suite")
@@ -328,6 +358,8 @@ def main(argv=None) -> int:
                              "DATASET:HORIZON:VARIANT cells (trained checkpoints from --trained when present)")
     parser.add_argument("--allocator-rounds", type=int, default=3, help="interleaved rounds per allocator cell")
     parser.add_argument("--allocator-windows", type=int, default=128, help="windows per timed evaluation pass")
+    parser.add_argument("--inner-batches", default="", metavar="B1,...",
+                        help="also time U-Hop with these Stage-I batches B_1 (< the training batch 16), e.g. 8,4")
     parser.add_argument("--skip-main", action="store_true", help="time only --trained / --allocator cells")
     parser.add_argument("--allocator-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
@@ -342,6 +374,7 @@ def main(argv=None) -> int:
     base = ForecastConfig(d_model=d_model, d_ff=d_ff, n_heads=2 if args.quick else 4, factor=3 if args.quick else 10,
                           input_len=args.input_len, lr=1e-3)
     shapes = [("ETTh1", 96)] if args.quick else _parse_cells(parser, args.cells)
+    inner_batches = _parse_inner_batches(parser, args.inner_batches, base.batch_size)
     eval_batch = 16 if args.quick else args.eval_batch
     steps = 2 if args.quick else args.steps
     gflops_before = matmul_gflops(256 if args.quick else 1024)
@@ -354,10 +387,13 @@ def main(argv=None) -> int:
             cases[variant] = _Case(cfg, n_vars, legacy=False, eval_batch=eval_batch)
             if variant != "linear":
                 cases[variant + "_legacy"] = _Case(cfg, n_vars, legacy=True, eval_batch=eval_batch)
+            if variant == "stanhop_uhop":
+                cases.update(_b1_cases(cfg, n_vars, inner_batches, eval_batch))
         rows.append(_timed_cells(cases, steps, {"shape": shape_of, "horizon": horizon, "n_vars": n_vars}))
     trained = []
     if args.trained and args.trained_cells:
-        trained = trained_rows(Path(args.trained), _parse_cells(parser, args.trained_cells), steps, args.trained_eval_batch)
+        trained = trained_rows(Path(args.trained), _parse_cells(parser, args.trained_cells), steps, args.trained_eval_batch,
+                               inner_batches)
     allocator = []
     if args.allocator or args.quick:
         cells = _parse_allocator_cells(parser, args.allocator) if args.allocator else [("ETTh1", 96, "stanhop")]
@@ -373,7 +409,8 @@ def main(argv=None) -> int:
                          "steps": steps, "eval_batch": eval_batch, "quick": args.quick,
                          "trained": args.trained, "trained_eval_batch": args.trained_eval_batch,
                          "allocator": args.allocator, "allocator_rounds": args.allocator_rounds,
-                         "allocator_windows": args.allocator_windows, "skip_main": args.skip_main},
+                         "allocator_windows": args.allocator_windows, "skip_main": args.skip_main,
+                         "inner_batches": inner_batches},
               "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained, "allocator": allocator}
     print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")
     if args.json:

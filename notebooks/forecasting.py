@@ -44,6 +44,7 @@ lr_decay: float = 1.0  # learning-rate factor applied after every epoch (1 keeps
 loss: str = "mae"  # task loss, "mae" (App F.5) or "mse" (official STanHop code)
 kernel_lr: float = 0.1  # SGD learning rate of U-Hop's inner separation-loss steps (paper: 0.1)
 inner_steps: int = 1  # inner separation-loss steps per outer step (N_i of Algorithm 2; not stated)
+inner_batch_size: int = 0  # Stage-I batch B_1 of Algorithm 2 (0 means batch_size, the paper's one batch size)
 d_model: int = 16  # embedding dimension (paper: 256)
 n_heads: int = 2  # Hopfield heads (official code: 4)
 d_ff: int = 32  # MLP width (official code: 512)
@@ -91,6 +92,7 @@ if device == "cpu":
 parameters = dict(
     dataset=dataset, horizon=horizon, variants=variants, input_len=input_len, epochs=epochs, patience=patience,
     batch_size=batch_size, lr=lr, lr_decay=lr_decay, loss=loss, kernel_lr=kernel_lr, inner_steps=inner_steps,
+    inner_batch_size=inner_batch_size,
     d_model=d_model, n_heads=n_heads, d_ff=d_ff, factor=factor, dropout=dropout, max_train_windows=max_train_windows,
     max_val_windows=max_val_windows, max_test_windows=max_test_windows, epoch_windows=epoch_windows,
     eval_batch_size=eval_batch_size, seed=seed, n_seeds=n_seeds)

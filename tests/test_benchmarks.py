@@ -51,7 +51,7 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_forecasting.py"), "--quick", "--trained",
          str(tmp_path / "ckpt"), "--trained-cells", "ETTh1:12,WTH:12", "--trained-eval-batch", "16",
-         "--allocator", "ETTh1:12:stanhop_uhop,WTH:12:stanhop", "--json", str(out)],
+         "--allocator", "ETTh1:12:stanhop_uhop,WTH:12:stanhop", "--inner-batches", "4", "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "WTH-12: no best.pt" in result.stdout  # a cell without checkpoints is reported and skipped
@@ -61,6 +61,9 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     table = benchmark_table([row])
     assert table.loc[("ETTh1", 12), "speed-up"] == row["speedup_train"]
     assert row["stanhop"]["params"] < row["stanhop_uhop"]["params"]  # each variant its own checkpoint
+    # U-Hop with Stage-I batch B_1 = 4: the same trained network, its slowdown reported beside B_1 = B_2
+    assert row["stanhop_uhop_b1_4"]["params"] == row["stanhop_uhop"]["params"] and row["uhop_slowdown_b1_4"] > 0
+    assert result_json["config"]["inner_batches"] == [4]
     # the allocator comparison: the trained U-Hop checkpoint where there is one, a fresh network where not; both
     # malloc settings compute the same bits
     trained_cell, fresh_cell = result_json["allocator"]

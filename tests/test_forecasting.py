@@ -402,6 +402,39 @@ def test_epoch_windows_draws_a_fresh_paired_sample_each_epoch(tmp_path):
     assert run_key(ForecastConfig(variant="linear")) != run_key(ForecastConfig(variant="linear", epoch_windows=8))
 
 
+def test_inner_batch_size_is_algorithm_2_stage_one_batch(monkeypatch):
+    # B_1 < B_2: every separation step sees inner_batch_size windows while the task batches keep batch_size, and
+    # the outer batches (their own generator) are those of the B_1 = B_2 run; the run key of the default stays
+    # what it was before the field existed, and 0 from the notebook means "the training batch"
+    import uhop.nn.bilevel as bilevel
+    from uhop.experiments.forecasting import config_from_parameters, run_key
+
+    seen = []
+    real = bilevel.separation_step
+
+    def spy(model, inputs, *args, **kwargs):
+        seen.append(len(inputs))
+        return real(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(bilevel, "separation_step", spy)
+    splits = synthetic_splits()
+    runs = {}
+    for b1 in (None, 3):
+        seen.clear()
+        cfg = ForecastConfig(variant="stanhop_uhop", epochs=1, patience=0, max_train_windows=40,
+                             inner_batch_size=b1, **TINY)
+        runs[b1] = train_forecaster(cfg, splits=splits, progress=False)
+        assert seen and set(seen) == {3 if b1 else TINY["batch_size"]}
+        assert runs[b1]["history"][0]["windows"] == 40
+    assert runs[None]["history"][0]["train_loss"] != runs[3]["history"][0]["train_loss"]  # B_1 changes the kernels
+    plain = ForecastConfig(variant="stanhop_uhop")
+    assert run_key(plain) == run_key(dataclasses.replace(plain, inner_batch_size=None))
+    assert run_key(plain) != run_key(ForecastConfig(variant="stanhop_uhop", inner_batch_size=4))
+    assert config_from_parameters({"inner_batch_size": 0})[0].inner_batch_size is None
+    with pytest.raises(ValueError, match="inner_batch_size"):
+        ForecastConfig(inner_batch_size=0)
+
+
 def _ended(variant, val_mae, stopped_early, epochs=4, seed=0):
     best = int(np.argmin(val_mae)) + 1
     return {"config": {"dataset": "ETTh1", "horizon": 96, "variant": variant, "epochs": epochs, "loss": "mae",

@@ -51,6 +51,8 @@ class ForecastConfig:
     an epoch of fixed cost on every dataset that still visits all the training data over the run.  ``max_test_windows`` tests on
     evenly spaced windows of the test split (smoke runs and the CPU tier, whose results are labelled as
     subsampled; the paper and the GPU commands use the full split).
+    ``inner_batch_size`` is Algorithm 2's Stage-I batch ``B_1`` (the windows of each separation-loss step, U-Hop
+    only); ``None`` uses ``batch_size`` (``B_1 = B_2``), the paper's single batch size for this task (Table 7).
     """
 
     dataset: str = "ETTh1"
@@ -84,6 +86,7 @@ class ForecastConfig:
     eval_batch_size: int = 256
     seed: int = 0
     epoch_windows: int | None = None
+    inner_batch_size: int | None = None
 
     def __post_init__(self):
         check_choice(self.variant, "variant", VARIANTS)
@@ -94,7 +97,8 @@ class ForecastConfig:
         for name in ("epochs", "patience", "inner_steps"):
             check_int(getattr(self, name), name, minimum=0)
         check_int(self.seed, "seed")
-        for name in ("n_blocks", "max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows"):
+        for name in ("n_blocks", "max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows",
+                     "inner_batch_size"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=1)
         check_positive(self.lr, "lr")
@@ -114,7 +118,7 @@ class ForecastConfig:
 
 #: Fields added after runs were committed, with the value that reproduces the earlier behaviour: left out of
 #: the run key at that value, so that the keys (and checkpoints) of earlier runs stay valid.
-_LATER_FIELDS = {"epoch_windows": None}
+_LATER_FIELDS = {"epoch_windows": None, "inner_batch_size": None}
 
 
 def comparable_settings(config: ForecastConfig | dict) -> dict:
@@ -129,8 +133,9 @@ def run_key(config: ForecastConfig) -> str:
     return f"{config.dataset}_h{config.horizon}_{config.variant}_s{config.seed}_{digest}"
 
 
-#: The notebook's (and ``notebooks/full_size.yml``'s) parameters whose 0 means "no cap" (None in the config).
-ZERO_MEANS_ALL = ("max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows")
+#: The notebook's (and ``notebooks/full_size.yml``'s) parameters whose 0 means None in the config: "no cap" for
+#: the window counts, "the training batch size" for ``inner_batch_size``.
+ZERO_MEANS_ALL = ("max_train_windows", "max_val_windows", "max_test_windows", "epoch_windows", "inner_batch_size")
 #: Notebook parameters that are not fields of :class:`ForecastConfig`.
 RUN_PARAMETERS = ("variants", "n_seeds", "threads", "out_dir", "checkpoint_dir", "device", "command")
 

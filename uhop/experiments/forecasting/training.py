@@ -109,7 +109,8 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     if config.trains:
         trainer = _trainer(config, model, dev, train.target, checkpoint_dir, key, progress)
         batches = WindowBatches(train, config.batch_size, config.seed + 1, config.epoch_windows)
-        inner = WindowBatches(train, config.batch_size, config.seed + 2)
+        # Stage-I batches (B_1 of Algorithm 2) from their own generator, so that the outer batches do not depend on B_1
+        inner = WindowBatches(train, config.inner_batch_size or config.batch_size, config.seed + 2)
         # one bar over the epochs (the trainer's own bar covers an epoch's batches)
         bar = _tqdm(total=config.epochs, desc=key, leave=True) if progress and _tqdm is not None else None
 
