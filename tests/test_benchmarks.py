@@ -64,6 +64,7 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     # U-Hop with Stage-I batch B_1 = 4: the same trained network, its slowdown reported beside B_1 = B_2
     assert row["stanhop_uhop_b1_4"]["params"] == row["stanhop_uhop"]["params"] and row["uhop_slowdown_b1_4"] > 0
     assert result_json["config"]["inner_batches"] == [4]
+    assert table.loc[("ETTh1", 12), "U-Hop slowdown, B1=4"] == row["uhop_slowdown_b1_4"]
     # the allocator comparison: the trained U-Hop checkpoint where there is one, a fresh network where not; both
     # malloc settings compute the same bits
     trained_cell, fresh_cell = result_json["allocator"]

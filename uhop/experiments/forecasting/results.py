@@ -211,13 +211,17 @@ def paper_table():
 def benchmark_table(rows: Sequence[dict]):
     """The cells of ``benchmarks/bench_forecasting.py``'s JSON (``"cells"`` or ``"trained"``) as a table:
     STanHop training and evaluation windows/s now and before the speed work, the speed-ups, and U-Hop's
-    step-time ratio to plain STanHop now and before, with the inner step's share of it."""
+    step-time ratio to plain STanHop now and before, with the inner step's share of it; cells timed with a
+    smaller Stage-I batch (``--inner-batches``) add a column "U-Hop slowdown, B1=<n>" for each."""
     import pandas as pd
 
+    prefix = "uhop_slowdown_b1_"
     return pd.DataFrame([{
         "data": c["shape"], "horizon": c["horizon"],
         "train windows/s": c["stanhop"]["windows_per_s"], "before": c["stanhop_legacy"]["windows_per_s"],
         "speed-up": c["speedup_train"], "eval windows/s": c["stanhop"]["eval_windows_per_s"],
         "eval before": c["stanhop_legacy"]["eval_windows_per_s"], "eval speed-up": c["speedup_eval"],
         "U-Hop slowdown": c["uhop_slowdown"], "slowdown before": c["uhop_slowdown_legacy"],
-        "inner share": c["uhop_inner_share"]} for c in rows]).set_index(["data", "horizon"])
+        "inner share": c["uhop_inner_share"],
+        **{f"U-Hop slowdown, B1={k[len(prefix):]}": v for k, v in c.items() if k.startswith(prefix)}}
+        for c in rows]).set_index(["data", "horizon"])
