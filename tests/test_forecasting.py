@@ -486,6 +486,26 @@ def test_pooled_difference_is_relative_and_paired_by_cell_and_seed():
     assert pooled_difference(pd.DataFrame(rows[-1:]))["pairs"] == 0
 
 
+def test_committed_stage1_batch_runs_match_their_entry():
+    # The Stage-I batch ablation (forecasting_stage1_batch_*): every committed run is one its entry declares,
+    # U-Hop with B_1 = 4 and otherwise the converged tier's ETTh1-96 settings, on the whole test split
+    from uhop.experiments.forecasting import load_runs, tier_status
+    from uhop.experiments.notebook import full_size_entry
+
+    folder = _CONVERGED.parent / "converged_inner_batch"
+    finished, pending = tier_status("forecasting_stage1_batch_", folder)
+    assert len(finished) + len(pending) == 5
+    runs = load_runs(folder)
+    assert {r["key"] for r in runs} == {item["key"] for item in finished}
+    tier = dict(full_size_entry("forecasting_converged_ETTh1_96", "forecasting")["parameters"])
+    mine = dict(full_size_entry("forecasting_stage1_batch_ETTh1_96", "forecasting")["parameters"])
+    assert {k: v for k, v in mine.items() if k not in ("variants", "inner_batch_size", "out_dir")} == \
+        {k: v for k, v in tier.items() if k not in ("variants", "out_dir")}
+    for r in runs:
+        assert r["config"]["inner_batch_size"] == 4 and r["config"]["variant"] == "stanhop_uhop"
+        assert r["windows"]["test"] == r["windows"]["test_available"] and not r["interrupted"]
+
+
 def test_committed_converged_runs_match_their_entries():
     # Every committed run of the converged tier is one its full_size.yml entry declares (the key hashes the whole
     # configuration), was tested on the whole test split, validated on the whole validation split, saw at least
