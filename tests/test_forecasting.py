@@ -486,6 +486,25 @@ def test_pooled_difference_is_relative_and_paired_by_cell_and_seed():
     assert pooled_difference(pd.DataFrame(rows[-1:]))["pairs"] == 0
 
 
+def test_paired_by_seed_pairs_common_seeds_and_gives_a_verdict():
+    import pandas as pd
+
+    from uhop.experiments.forecasting import paired_by_seed
+
+    # seed 0 lacks a reference, seed 4 a value, seed 3's value is NaN: seeds 1, 2, 5 pair
+    a = pd.Series({0: 1.0, 1: 2.0, 2: 3.0, 3: np.nan, 5: 4.0})
+    b = pd.Series({1: 2.5, 2: 3.4, 3: 1.0, 4: 9.0, 5: 4.45})
+    d = paired_by_seed(a, b, "A lower", "A higher")
+    assert d["seeds"] == [1, 2, 5] and d["n"] == 3 and d["mean"] == pytest.approx(-0.45)
+    assert d["verdict"] == "A lower" and d["negative"] == 3 and d["high"] < 0  # -0.5, -0.4, -0.45
+    assert paired_by_seed(b.drop(4), a.drop(3), "A lower", "A higher")["verdict"] == "A higher"
+    mixed = paired_by_seed(pd.Series({0: 1.0, 1: 2.0, 2: 3.0}), pd.Series({0: 1.5, 1: 1.5, 2: 3.1}))
+    assert mixed["verdict"] == "no resolved difference"
+    assert paired_by_seed(pd.Series({0: 2.0}), pd.Series({0: 1.0}))["verdict"] == "one seed"
+    with pytest.raises(ValueError, match="no seed"):
+        paired_by_seed(pd.Series({0: 1.0}), pd.Series({1: 1.0}))
+
+
 def test_committed_stage1_batch_runs_match_their_entry():
     # The Stage-I batch ablation (forecasting_stage1_batch_*): every committed run is one its entry declares,
     # U-Hop with B_1 = 4 and otherwise the converged tier's ETTh1-96 settings, on the whole test split

@@ -40,7 +40,8 @@ Modules
 :mod:`~uhop.experiments.forecasting.training` :func:`train_forecaster` (:class:`uhop.nn.BilevelTrainer` on
 the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
-:func:`paired_differences`, :func:`pooled_difference`, :func:`stopping_summary`, :func:`tier_status`,
+:func:`paired_differences`, :func:`paired_by_seed`, :func:`pooled_difference`, :func:`stopping_summary`,
+:func:`tier_status`,
 :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).
 """
@@ -50,12 +51,13 @@ from .config import (DATASETS, HORIZONS, LOSSES, PAPER_TABLE8, RUN_PARAMETERS, V
                      ZERO_MEANS_ALL, ForecastConfig, config_from_parameters, run_key)
 from .evaluation import evaluate, kernel_drift, retest
 from .models import LinearForecaster, Persistence, build_model
-from .results import (benchmark_table, load_results, load_runs, paired_differences, paper_table, pooled_difference,
-                      stopping_summary, summarize, tier_status)
+from .results import (benchmark_table, load_results, load_runs, paired_by_seed, paired_differences, paper_table,
+                      pooled_difference, stopping_summary, summarize, tier_status)
 from .training import continue_shorter_run, run, train_forecaster
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
            "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
-           "paired_differences", "pooled_difference", "stopping_summary", "tier_status", "continue_shorter_run",
+           "paired_differences", "paired_by_seed", "pooled_difference", "stopping_summary", "tier_status",
+           "continue_shorter_run",
            "benchmark_table"]

@@ -11,8 +11,8 @@ from typing import Sequence
 
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
-__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "pooled_difference", "stopping_summary",
-           "tier_status", "paper_table", "benchmark_table"]
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "pooled_difference",
+           "stopping_summary", "tier_status", "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -95,14 +95,7 @@ def paired_differences(results):
         dm = paired_interval(both["test_mse", "stanhop_uhop"] - both["test_mse", "stanhop"])
         da = paired_interval(both["test_mae", "stanhop_uhop"] - both["test_mae", "stanhop"])
         paper = PAPER_TABLE8.get((d, int(h)))
-        if dm["n"] < 2:
-            verdict = "one seed"
-        elif dm["high"] < 0:
-            verdict = "U-Hop better"
-        elif dm["low"] > 0:
-            verdict = "U-Hop worse"
-        else:
-            verdict = "no resolved difference"
+        verdict = _verdict(dm, "U-Hop better", "U-Hop worse")
         rows.append({"dataset": d, "horizon": int(h), "seeds": dm["n"],
                      "STanHop MSE": both["test_mse", "stanhop"].mean(),
                      "U-Hop MSE": both["test_mse", "stanhop_uhop"].mean(),
@@ -113,6 +106,32 @@ def paired_differences(results):
                      "paper dMAE": (paper["stanhop_uhop"][1] - paper["stanhop"][1]) if paper else float("nan"),
                      "verdict": verdict})
     return pd.DataFrame(rows)
+
+
+def _verdict(interval: dict, lower: str, higher: str) -> str:
+    """``lower`` / ``higher`` when a paired interval excludes 0 on that side, else "no resolved difference"
+    ("one seed" without an interval)."""
+    if interval["n"] < 2:
+        return "one seed"
+    if interval["high"] < 0:
+        return lower
+    if interval["low"] > 0:
+        return higher
+    return "no resolved difference"
+
+
+def paired_by_seed(values, reference, lower: str = "lower", higher: str = "higher") -> dict:
+    """``values - reference`` over the seeds both have (two Series indexed by seed; NaN counts as missing): the
+    dict of :func:`uhop.experiments.stats.paired_interval` plus ``"seeds"`` and a ``"verdict"`` (``lower`` /
+    ``higher`` when the 95% interval excludes 0).  For comparisons outside the U-Hop/STanHop pairs of
+    :func:`paired_differences`, e.g. one setting's runs against the tier's runs of the same seeds."""
+    from ..stats import paired_interval
+
+    seeds = sorted(set(values.dropna().index) & set(reference.dropna().index))
+    if not seeds:
+        raise ValueError("paired_by_seed: no seed has both values")
+    out = paired_interval([values[s] - reference[s] for s in seeds])
+    return {**out, "seeds": seeds, "verdict": _verdict(out, lower, higher)}
 
 
 def pooled_difference(results) -> dict:
