@@ -227,7 +227,7 @@ def _timed_cells(cases: dict, steps: int, row: dict) -> dict:
     row["uhop_inner_share"] = round(m["stanhop_uhop"]["inner_s"] / m["stanhop_uhop"]["step_s"], 3)
     for name in m:  # U-Hop with a smaller Stage-I batch (--inner-batches)
         if name.startswith(_B1_CASE):
-            row["uhop_slowdown_" + name[len("stanhop_uhop_"):]] = round(m[name]["step_s"] / m["stanhop"]["step_s"], 3)
+            row["uhop_slowdown_b1_" + name[len(_B1_CASE):]] = round(m[name]["step_s"] / m["stanhop"]["step_s"], 3)
     print(json.dumps({k: row[k] for k in ("shape", "horizon", "speedup_train", "speedup_eval", "uhop_slowdown",
                                           "uhop_slowdown_legacy", "uhop_inner_share")}),
           f"plain {m['stanhop']['windows_per_s']} w/s (legacy {m['stanhop_legacy']['windows_per_s']}), "

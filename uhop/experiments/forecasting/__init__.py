@@ -41,8 +41,7 @@ Modules
 the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
 :func:`paired_differences`, :func:`paired_by_seed`, :func:`pooled_difference`, :func:`stopping_summary`,
-:func:`tier_status`,
-:func:`paper_table`;
+:func:`tier_status`, :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).
 """
 
@@ -59,5 +58,4 @@ __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
            "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
            "paired_differences", "paired_by_seed", "pooled_difference", "stopping_summary", "tier_status",
-           "continue_shorter_run",
-           "benchmark_table"]
+           "continue_shorter_run", "benchmark_table"]
