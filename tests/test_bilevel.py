@@ -81,6 +81,7 @@ def test_fit_records_history_and_sep_loss_falls():
     assert [r.epoch for r in hist] == [1, 2, 3]
     assert hist[-1].sep_loss_last < hist[0].sep_loss_first
     assert hist[0].images == 96 and hist[0].inner_seconds > 0 and hist[0].extra == {"probe": 1.0}
+    assert all(r.eval_seconds > 0 for r in hist)  # the evaluate call is timed apart from the training pass
     assert 0.0 <= hist[-1].train_acc <= 1.0
 
 
@@ -89,6 +90,7 @@ def test_plain_model_has_no_inner_steps():
     trainer = BilevelTrainer(model, inner_steps=5, progress=False)
     hist = trainer.fit(_data(), 1, batch_size=32)
     assert not trainer.uhop and hist[0].sep_loss_first is None and hist[0].inner_seconds == 0.0
+    assert hist[0].eval_seconds is None  # no evaluate, nothing timed
 
 
 def test_outer_step_can_exclude_kernel():

@@ -129,6 +129,9 @@ def test_training_reduces_validation_error_and_writes_results(tmp_path):
     assert all(h["sep_loss_first"] is not None and h["inner_seconds"] > 0 for h in hist)
     assert 1.0 < res["alpha"]["min"] <= res["alpha"]["max"] < 2.0
     assert 0 < res["cpu_time_s"] and 0 < res["wall_time_s"]  # both clocks, from the same start
+    # where a run's time went: training passes, per-epoch validation and the closing evaluation, all inside the wall time
+    assert all(h["eval_seconds"] > 0 for h in hist) and res["final_eval_seconds"] > 0
+    assert sum(h["seconds"] + h["eval_seconds"] for h in hist) + res["final_eval_seconds"] < res["wall_time_s"]
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == [f"{res['key']}.json", f"{res['key']}.json.manifest.json"]
     df = load_results(tmp_path / "out")
@@ -146,7 +149,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     resumed = train_forecaster(cfg, splits=splits, checkpoint_dir=tmp_path / "b", progress=False)
     assert not resumed["interrupted"] and resumed["epochs_run"] == 2
     assert resumed["best_epoch"] == full["best_epoch"]
-    timing = ("seconds", "inner_seconds")
+    timing = ("seconds", "inner_seconds", "eval_seconds")
     assert ([{k: v for k, v in h.items() if k not in timing} for h in full["history"]]
             == [{k: v for k, v in h.items() if k not in timing} for h in resumed["history"]])  # bit for bit
     assert (resumed["test_mse"], resumed["test_mae"]) == (full["test_mse"], full["test_mae"])
@@ -169,7 +172,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
 
 
 def _without_timing(result):
-    timing = ("seconds", "inner_seconds")
+    timing = ("seconds", "inner_seconds", "eval_seconds")
     return ([{k: v for k, v in h.items() if k not in timing} for h in result["history"]],
             {k: result[k] for k in ("epochs_run", "best_epoch", "stopped_early", "val_mse", "test_mse", "test_mae")})
 
@@ -566,3 +569,23 @@ def test_gpu_slice_declares_the_paper_settings_and_runs_at_smoke_size(tmp_path):
     results = run(base, variants, seeds, device="cpu", out_dir=tmp_path, progress=False)
     assert [r["config"]["variant"] for r in results] == ["stanhop", "stanhop_uhop"]
     assert all(np.isfinite(r["test_mse"]) for r in results) and len(list(tmp_path.glob("*.manifest.json"))) == 2
+
+
+def test_time_split_counts_only_fully_timed_runs():
+    from uhop.experiments.forecasting import time_split
+
+    def timed(variant, seconds, evals, closing, seed=0):
+        return {"config": {"dataset": "WTH", "horizon": 336, "variant": variant, "seed": seed},
+                "history": [{"seconds": s, "eval_seconds": e} for s, e in zip(seconds, evals)],
+                "final_eval_seconds": closing}
+
+    runs = [timed("stanhop", [10.0, 10.0], [4.0, 4.0], 2.0),
+            timed("stanhop", [20.0], [6.0], 4.0, seed=1),
+            timed("stanhop", [10.0, 10.0], [None, 4.0], 2.0, seed=2),    # an epoch from before the field: left out
+            {"config": {"dataset": "WTH", "horizon": 336, "variant": "stanhop", "seed": 3},  # older run: left out
+             "history": [{"seconds": 5.0}]}]
+    s = time_split(runs).set_index("variant")
+    assert s.loc["stanhop", "runs"] == 2
+    assert s.loc["stanhop", ["train_s", "validation_s", "closing_s"]].tolist() == [20.0, 7.0, 3.0]
+    assert s.loc["stanhop", "validation_share"] == pytest.approx(7.0 / 30.0)
+    assert time_split(runs[3:]).empty  # nothing timed yet: an empty table, not an error

@@ -110,7 +110,8 @@ def separation_step(model: nn.Module, inputs, optimizer: torch.optim.Optimizer |
 @dataclass
 class EpochRecord:
     """Metrics of one training epoch (``extra`` holds the evaluation results, e.g. test accuracy; ``lr`` is the
-    outer learning rate the epoch was trained with)."""
+    outer learning rate the epoch was trained with; ``seconds`` is the training pass alone and ``eval_seconds`` the
+    ``evaluate`` call after it, None without one or in a record older than the field)."""
 
     epoch: int
     train_loss: float
@@ -123,6 +124,7 @@ class EpochRecord:
     images: int
     extra: dict = field(default_factory=dict)
     lr: float | None = None
+    eval_seconds: float | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -370,8 +372,10 @@ class BilevelTrainer:
             if evaluate is not None:
                 was = self.model.training
                 self.model.eval()
+                start = time.perf_counter()
                 with torch.no_grad():
                     record.extra.update(evaluate(self.model))
+                record.eval_seconds = time.perf_counter() - start
                 self.model.train(was)
             if self.monitor is not None:
                 self._track_best(record)

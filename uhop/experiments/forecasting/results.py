@@ -12,7 +12,7 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "pooled_difference",
-           "stopping_summary", "tier_status", "paper_table", "benchmark_table"]
+           "stopping_summary", "time_split", "tier_status", "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -193,6 +193,27 @@ def stopping_summary(runs: Sequence[dict], window: int = 2):
         runs=("cap", "size"), cap=("cap", "max"), stopped_early=("stopped early", "sum"),
         best_at_cap=("best at cap", "sum"), best_epoch=("best epoch", "mean"),
         last_gain=("last gain", "mean")).reset_index()
+
+
+def time_split(runs: Sequence[dict]):
+    """Where the trained runs' time went, per (dataset, horizon, variant): mean seconds per run of the training
+    passes, of the validation after every epoch and of the closing evaluation (best weights, whole validation and
+    test splits), and the validation's share of their sum.  Only runs that time every part are counted (the field
+    ``eval_seconds`` came after the first runs; an epoch carried over from such a run lacks it); the sum leaves out
+    data loading and checkpoints, so it holds for a run resumed after an interruption as well."""
+    import pandas as pd
+
+    rows = [{"dataset": r["config"]["dataset"], "horizon": r["config"]["horizon"], "variant": r["config"]["variant"],
+             "train s": sum(e["seconds"] for e in r["history"]),
+             "validation s": sum(e["eval_seconds"] for e in r["history"]), "closing s": r["final_eval_seconds"]}
+            for r in runs if r["history"] and r.get("final_eval_seconds") is not None
+            and all(e.get("eval_seconds") is not None for e in r["history"])]
+    df = pd.DataFrame(rows, columns=["dataset", "horizon", "variant", "train s", "validation s", "closing s"])
+    out = df.groupby(["dataset", "horizon", "variant"], sort=True).agg(
+        runs=("train s", "size"), train_s=("train s", "mean"), validation_s=("validation s", "mean"),
+        closing_s=("closing s", "mean")).reset_index()
+    out["validation_share"] = out["validation_s"] / (out["train_s"] + out["validation_s"] + out["closing_s"])
+    return out
 
 
 def tier_status(prefix: str, out_dir: str | os.PathLike, exact: bool = False) -> tuple[list[dict], list[dict]]:

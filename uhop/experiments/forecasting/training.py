@@ -133,8 +133,10 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
             return result
         best_epoch = trainer.best_epoch  # the trainer has restored the best epoch's weights
 
+    final_start = time.perf_counter()
     val_metrics = evaluate(model, val, config.eval_batch_size)
     test_metrics = evaluate(model, test, config.eval_batch_size)
+    final_eval_seconds = time.perf_counter() - final_start
     train_seconds = sum(r["seconds"] for r in history)
     trained_windows = sum(r["windows"] for r in history)
     result.update(
@@ -144,6 +146,8 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         test_mae=test_metrics["mae"],
         seconds_per_epoch=(train_seconds / len(history)) if history else None,
         train_windows_per_s=(trained_windows / train_seconds) if train_seconds else None,
+        # the closing evaluation of the best weights on the whole validation and test splits
+        final_eval_seconds=final_eval_seconds,
         wall_time_s=time.perf_counter() - start_time,
         # CPU time of this process (all its threads): unlike the wall time, it leaves out the time the run spent
         # paused or waiting for a core that other work held
@@ -234,7 +238,7 @@ def _history_row(record: EpochRecord) -> dict:
     return {"epoch": record.epoch, "train_loss": record.train_loss, "sep_loss_first": record.sep_loss_first,
             "sep_loss_last": record.sep_loss_last, "seconds": record.seconds, "inner_seconds": record.inner_seconds,
             "windows": record.images, "lr": record.lr, "val_mse": record.extra["val_mse"],
-            "val_mae": record.extra["val_mae"]}
+            "val_mae": record.extra["val_mae"], "eval_seconds": record.eval_seconds}
 
 
 def run(base: ForecastConfig, variants: Sequence[str], seeds: Iterable[int], **kwargs) -> list[dict]:
