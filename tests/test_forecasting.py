@@ -509,20 +509,22 @@ def test_paired_by_seed_pairs_common_seeds_and_gives_a_verdict():
 
 
 def test_committed_stage1_batch_runs_match_their_entry():
-    # The Stage-I batch ablation (forecasting_stage1_batch_*): every committed run is one its entry declares,
-    # U-Hop with B_1 = 4 and otherwise the converged tier's ETTh1-96 settings, on the whole test split
+    # The Stage-I batch ablation (forecasting_stage1_batch_<cell>): every committed run is one its entry declares,
+    # U-Hop with B_1 = 4 and otherwise the converged tier's settings of that cell, on the whole test split
     from uhop.experiments.forecasting import load_runs, tier_status
     from uhop.experiments.notebook import full_size_entry
 
     folder = _CONVERGED.parent / "converged_inner_batch"
+    cells = ("ETTh1_96", "WTH_192")
     finished, pending = tier_status("forecasting_stage1_batch_", folder)
-    assert len(finished) + len(pending) == 5
+    assert len(finished) + len(pending) == 5 * len(cells)
     runs = load_runs(folder)
     assert {r["key"] for r in runs} == {item["key"] for item in finished}
-    tier = dict(full_size_entry("forecasting_converged_ETTh1_96", "forecasting")["parameters"])
-    mine = dict(full_size_entry("forecasting_stage1_batch_ETTh1_96", "forecasting")["parameters"])
-    assert {k: v for k, v in mine.items() if k not in ("variants", "inner_batch_size", "out_dir")} == \
-        {k: v for k, v in tier.items() if k not in ("variants", "out_dir")}
+    for cell in cells:
+        tier = dict(full_size_entry(f"forecasting_converged_{cell}", "forecasting")["parameters"])
+        mine = dict(full_size_entry(f"forecasting_stage1_batch_{cell}", "forecasting")["parameters"])
+        assert {k: v for k, v in mine.items() if k not in ("variants", "inner_batch_size", "out_dir")} == \
+            {k: v for k, v in tier.items() if k not in ("variants", "out_dir")}
     for r in runs:
         assert r["config"]["inner_batch_size"] == 4 and r["config"]["variant"] == "stanhop_uhop"
         assert r["windows"]["test"] == r["windows"]["test_available"] and not r["interrupted"]
