@@ -591,3 +591,26 @@ def test_time_split_counts_only_fully_timed_runs():
     assert s.loc["stanhop", ["train_s", "validation_s", "closing_s"]].tolist() == [20.0, 7.0, 3.0]
     assert s.loc["stanhop", "validation_share"] == pytest.approx(7.0 / 30.0)
     assert time_split(runs[3:]).empty  # nothing timed yet: an empty table, not an error
+
+
+def test_against_tier_pairs_a_setting_with_both_tier_variants_by_seed():
+    import pandas as pd
+
+    from uhop.experiments.forecasting import against_tier
+
+    def rows(variant, mses, best, seeds=(0, 1, 2)):
+        return [{"dataset": "WTH", "horizon": 192, "variant": variant, "seed": s, "test_mse": m, "best_epoch": b}
+                for s, m, b in zip(seeds, mses, best)]
+
+    tier = pd.DataFrame(rows("stanhop", [1.0, 2.0, 3.0], [3, 3, 3]) + rows("stanhop_uhop", [0.9, 1.8, 2.7], [4, 5, 6])
+                        + rows("linear", [9.0, 9.0, 9.0], [1, 1, 1]))
+    setting = pd.DataFrame(rows("stanhop_uhop", [1.1, 2.0, 9.9], [4, 2, 6], seeds=(0, 1, 7)))  # seed 7: not in the tier
+    [cell] = against_tier(setting, tier)
+    assert (cell["dataset"], cell["horizon"], cell["seeds"]) == ("WTH", 192, [0, 1])
+    assert cell["vs_stanhop"]["mean"] == pytest.approx(0.05) and cell["vs_stanhop"]["n"] == 2
+    assert cell["vs_uhop"]["mean"] == pytest.approx(0.2) and cell["vs_uhop"]["verdict"] == "higher"  # 0.2 in both seeds
+    assert cell["uhop_vs_stanhop"]["mean"] == pytest.approx(-0.15) and cell["uhop_vs_stanhop"]["negative"] == 2
+    assert cell["means"] == pytest.approx({"stanhop": 1.5, "stanhop_uhop": 1.35, "setting": 1.55})
+    assert cell["same_best_epoch"] == 1
+    with pytest.raises(ValueError, match="no STanHop and U-Hop runs of WTH-192"):
+        against_tier(setting, tier[tier["variant"] != "stanhop"])

@@ -50,12 +50,12 @@ from .config import (DATASETS, HORIZONS, LOSSES, PAPER_TABLE8, RUN_PARAMETERS, V
                      ZERO_MEANS_ALL, ForecastConfig, config_from_parameters, run_key)
 from .evaluation import evaluate, kernel_drift, retest
 from .models import LinearForecaster, Persistence, build_model
-from .results import (benchmark_table, load_results, load_runs, paired_by_seed, paired_differences, paper_table,
-                      pooled_difference, stopping_summary, summarize, tier_status, time_split)
+from .results import (against_tier, benchmark_table, load_results, load_runs, paired_by_seed, paired_differences,
+                      paper_table, pooled_difference, stopping_summary, summarize, tier_status, time_split)
 from .training import continue_shorter_run, run, train_forecaster
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
            "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
            "paired_differences", "paired_by_seed", "pooled_difference", "stopping_summary", "tier_status",
-           "continue_shorter_run", "benchmark_table", "time_split"]
+           "continue_shorter_run", "benchmark_table", "time_split", "against_tier"]

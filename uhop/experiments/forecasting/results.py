@@ -11,7 +11,8 @@ from typing import Sequence
 
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
-__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "pooled_difference",
+__all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "against_tier",
+           "pooled_difference",
            "stopping_summary", "time_split", "tier_status", "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
@@ -132,6 +133,32 @@ def paired_by_seed(values, reference, lower: str = "lower", higher: str = "highe
         raise ValueError("paired_by_seed: no seed has both values")
     out = paired_interval([values[s] - reference[s] for s in seeds])
     return {**out, "seeds": seeds, "verdict": _verdict(out, lower, higher)}
+
+
+def against_tier(results, tier) -> list[dict]:
+    """U-Hop runs made with one setting changed (``results``: :func:`load_results` rows, e.g. a smaller Stage-I batch)
+    beside the tier's runs (``tier``) of the same cells and seeds.  One dict per (dataset, horizon) of ``results``:
+    ``seeds`` (those the setting and both tier variants have), the :func:`paired_by_seed` test-MSE differences
+    ``vs_stanhop`` (setting − plain STanHop), ``vs_uhop`` (setting − the tier's U-Hop) and ``uhop_vs_stanhop`` (the
+    tier's U-Hop − plain STanHop on the same seeds), the three mean test MSEs over those seeds (``means``) and in how
+    many seeds the setting's run stopped at the tier's U-Hop run's best epoch (``same_best_epoch``)."""
+    out = []
+    for (dataset, horizon), runs in results.groupby(["dataset", "horizon"], sort=True):
+        cell = tier[(tier["dataset"] == dataset) & (tier["horizon"] == horizon)]
+        plain, uhop, runs = (frame.set_index("seed") for frame in
+                             (cell[cell["variant"] == "stanhop"], cell[cell["variant"] == "stanhop_uhop"], runs))
+        seeds = sorted(set(runs.index) & set(plain.index) & set(uhop.index))
+        if not seeds:
+            raise ValueError(f"against_tier: the tier has no STanHop and U-Hop runs of {dataset}-{horizon} for "
+                             f"seeds {sorted(runs.index)}")
+        mine, base, tier_uhop = (f.loc[seeds, "test_mse"] for f in (runs, plain, uhop))
+        out.append({"dataset": dataset, "horizon": int(horizon), "seeds": seeds,
+                    "vs_stanhop": paired_by_seed(mine, base), "vs_uhop": paired_by_seed(mine, tier_uhop),
+                    "uhop_vs_stanhop": paired_by_seed(tier_uhop, base),
+                    "means": {"stanhop": float(base.mean()), "stanhop_uhop": float(tier_uhop.mean()),
+                              "setting": float(mine.mean())},
+                    "same_best_epoch": int((runs.loc[seeds, "best_epoch"] == uhop.loc[seeds, "best_epoch"]).sum())})
+    return out
 
 
 def pooled_difference(results) -> dict:
