@@ -40,8 +40,8 @@ Modules
 :mod:`~uhop.experiments.forecasting.training` :func:`train_forecaster` (:class:`uhop.nn.BilevelTrainer` on
 the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
-:func:`paired_differences`, :func:`paired_by_seed`, :func:`pooled_difference`, :func:`stopping_summary`,
-:func:`tier_status`, :func:`paper_table`;
+:func:`paired_differences`, :func:`paired_by_seed`, :func:`against_tier`, :func:`pooled_difference`,
+:func:`stopping_summary`, :func:`time_split`, :func:`tier_status`, :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).
 """
 
