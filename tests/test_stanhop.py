@@ -201,7 +201,7 @@ def test_first_decoder_layer_runs_once_per_batch_in_evaluation_bit_for_bit(uhop)
     del model.share_first_decoder_layer
     assert calls == [1, 13]
     assert torch.equal(shared.view(torch.int32), each.view(torch.int32))
-    # not with gradients, in training (dropout differs per window) or while Algorithm 2 records patterns
+    # not with gradients or in training (dropout differs per window); in Algorithm 2's inner pass it is shared
     model(x)
     model.train()
     with torch.no_grad():
@@ -209,4 +209,34 @@ def test_first_decoder_layer_runs_once_per_batch_in_evaluation_bit_for_bit(uhop)
     model.eval()
     with torch.no_grad(), record_stored_patterns(model):
         model(x)
-    assert calls[2:] == [13, 13, 13 if uhop else 1]
+    assert calls[2:] == [13, 13, 1]
+
+
+@pytest.mark.parametrize("include_state", [False, True])
+@pytest.mark.parametrize("horizon,batch", [(12, 1), (40, 13), (40, 16)])
+def test_inner_pass_with_the_shared_first_decoder_layer_is_bit_for_bit_the_unshared_one(horizon, batch, include_state):
+    # Algorithm 2's inner pass runs the first decoder layer on one window and repeats the patterns its layers
+    # recorded over the batch: the recorded tensors, the separation loss and the kernels after the SGD step must be
+    # exactly those of running the layer on every window
+    def inner(share):
+        torch.manual_seed(1)
+        model = STanHopNet(5, 36, horizon, n_blocks=2, uhop=True, **{**TINY, "dropout": 0.3})
+        model.share_first_decoder_layer = share
+        x = torch.randn(batch, 36, 5)
+        model.decoder[0].self_layer.register_forward_hook(lambda m, i, o: calls[share].append(i[0].shape[0]))
+        with torch.no_grad(), record_stored_patterns(model.eval()) as layers:
+            model(x)
+            recorded = [(layer.recorded_stored.clone(), layer.recorded_state.clone()) for layer in layers]
+        opt = torch.optim.SGD(kernel_parameters(model), lr=0.1)
+        loss = separation_step(model, x, opt, include_state=include_state)
+        return recorded, loss, [p.detach().clone() for p in kernel_parameters(model)]
+
+    calls = {True: [], False: []}
+    (rec_s, loss_s, phi_s), (rec_e, loss_e, phi_e) = inner(True), inner(False)
+    assert calls == {True: [1, 1], False: [batch, batch]}  # the recording pass, then separation_step's own
+    assert len(rec_s) == len(rec_e)
+    for (stored_s, state_s), (stored_e, state_e) in zip(rec_s, rec_e):
+        assert stored_s.shape == stored_e.shape and stored_s.is_contiguous() == stored_e.is_contiguous()
+        assert torch.equal(stored_s, stored_e) and torch.equal(state_s, state_e)
+    assert loss_s == loss_e
+    assert all(torch.equal(a, b) for a, b in zip(phi_s, phi_e))

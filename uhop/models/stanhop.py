@@ -271,10 +271,22 @@ class STanHopNet(nn.Module):
         window's output is every window's -- bit for bit on the CPU this project runs on (checked on fresh and trained
         networks of every horizon and several batch sizes; a BLAS that sums a matrix product's rows differently for
         different row counts could change last bits), at 1/B of the cost: about a third of an evaluation pass at
-        the long horizons.  Not while
-        Algorithm 2's inner pass records each window's stored patterns (uhop.nn.record_stored_patterns)."""
-        return (self.share_first_decoder_layer and not self.training and not torch.is_grad_enabled()
-                and not any(getattr(m, "_recording", False) for m in self.decoder[0].self_layer.modules()))
+        the long horizons.  This holds in Algorithm 2's inner pass too (eval mode, no gradients), where the layers
+        that record their patterns (uhop.nn.record_stored_patterns) then hold one window's; :meth:`_tile_recorded`
+        repeats them over the batch."""
+        return self.share_first_decoder_layer and not self.training and not torch.is_grad_enabled()
+
+    def _tile_recorded(self, batch: int) -> None:
+        """After the shared first decoder layer ran on one window while Algorithm 2 records patterns: repeat each of
+        its recording layers' patterns over the ``batch`` windows, in the window-major order of the rows of a
+        batched pass (window ``b``'s sets at rows ``b * n .. b * n + n - 1``), as contiguous copies, so that the
+        separation loss sees the tensors an unshared pass records, bit for bit (tested)."""
+        for m in self.decoder[0].self_layer.modules():
+            if getattr(m, "_recording", False):
+                for name in ("recorded_stored", "recorded_state"):
+                    rec = getattr(m, name)
+                    if rec is not None:
+                        setattr(m, name, rec.repeat(batch, *(1,) * (rec.ndim - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[1] != self.input_len or x.shape[2] != self.n_vars:
@@ -296,6 +308,7 @@ class STanHopNet(nn.Module):
         first = None
         if self._first_layer_shared():
             first = self.decoder[0].self_layer(self.dec_pos).expand_as(q)
+            self._tile_recorded(x.shape[0])
         prediction = 0.0
         for i, (layer, memory) in enumerate(zip(self.decoder, memories)):
             q, pred = layer(q, memory, self_out=first if i == 0 else None)
