@@ -10,7 +10,7 @@ time full training steps on random data of the right shape (the values do not ch
   step on the MAE;
 * ``*_legacy`` -- the same models on the code path before the speed work, rebuilt in this run: entmax's
   30-step float32 bisection (``solver="bisect"``), ``torch.nn.Dropout``, unfused Adam, the first decoder layer
-  evaluated on every window (``share_first_decoder_layer = False``);
+  run on every window in evaluation and in U-Hop's inner pass (``share_first_decoder_layer = False``);
 * ``linear`` -- the shared linear baseline.
 
 Cases are timed in interleaved rounds (one step of each per round, medians reported), so machine load hits
@@ -68,7 +68,7 @@ SHAPES = {"ETTh1": (7, 8640), "ETTm1": (7, 34560), "WTH": (12, 20160)}
 
 def _legacy(model: nn.Module) -> nn.Module:
     """The pre-speed-work code path: bisection entmax, torch's dropout and the first decoder layer run on every
-    window in evaluation (same weights)."""
+    window in evaluation and in Algorithm 2's inner pass (same weights)."""
     model.share_first_decoder_layer = False
     for module in model.modules():
         if isinstance(module, SeparationModule):
