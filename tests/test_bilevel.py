@@ -329,3 +329,26 @@ def test_checkpoint_without_early_stopping_state_still_resumes(tmp_path):
     trainer = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
     hist = trainer.fit(_data(), 2, batch_size=32)
     assert [r.epoch for r in hist] == [1, 2] and hist[0].lr is None and hist[1].lr == 1e-3
+
+
+def test_elapsed_time_adds_up_over_resumes_and_older_checkpoints_fall_back_to_epoch_timings(tmp_path):
+    path = tmp_path / "c.pt"
+    first = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
+    first.fit(_data(), 1, batch_size=32)
+    saved = torch.load(path, weights_only=True)["elapsed"]
+    assert saved["processes"] == 1 and 0 < saved["cpu_s"] and saved["wall_s"] >= first.history[0].seconds
+    second = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
+    second.fit(_data(), 2, batch_size=32)
+    now = second.elapsed()
+    assert now["processes"] == 2 and now["wall_s"] > saved["wall_s"] + second.history[1].seconds
+    assert now["cpu_s"] > saved["cpu_s"]
+    # a checkpoint without the entry (older versions): its epochs' timings stand in for the wall time, the CPU time
+    # is unknown from then on
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["elapsed"]
+    save_checkpoint(path, ckpt)
+    third = BilevelTrainer(TinyModel(), progress=False, checkpoint_path=path)
+    third.fit(_data(), 3, batch_size=32)
+    assert third.elapsed_before == {"wall_s": sum(r.seconds for r in third.history[:2]), "cpu_s": None, "processes": 1}
+    assert third.elapsed()["cpu_s"] is None and third.elapsed()["processes"] == 2
+    assert torch.load(path, weights_only=True)["elapsed"]["cpu_s"] is None

@@ -132,6 +132,9 @@ def test_training_reduces_validation_error_and_writes_results(tmp_path):
     # where a run's time went: training passes, per-epoch validation and the closing evaluation, all inside the wall time
     assert all(h["eval_seconds"] > 0 for h in hist) and res["final_eval_seconds"] > 0
     assert sum(h["seconds"] + h["eval_seconds"] for h in hist) + res["final_eval_seconds"] < res["wall_time_s"]
+    # one process: the run's total is this process's time, to the same clock reading
+    assert res["processes"] == 1
+    assert (res["wall_time_total_s"], res["cpu_time_total_s"]) == (res["wall_time_s"], res["cpu_time_s"])
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == [f"{res['key']}.json", f"{res['key']}.json.manifest.json"]
     df = load_results(tmp_path / "out")
@@ -153,6 +156,13 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert ([{k: v for k, v in h.items() if k not in timing} for h in full["history"]]
             == [{k: v for k, v in h.items() if k not in timing} for h in resumed["history"]])  # bit for bit
     assert (resumed["test_mse"], resumed["test_mae"]) == (full["test_mse"], full["test_mae"])
+    # the resumed run's total counts the interrupted process too (up to its checkpoint), not only the last one
+    assert resumed["processes"] == 2 and full["processes"] == 1
+    parts = sum(h["seconds"] + h["eval_seconds"] for h in resumed["history"]) + resumed["final_eval_seconds"]
+    first = part["history"][0]
+    assert parts < resumed["wall_time_total_s"]
+    assert resumed["wall_time_s"] + first["seconds"] + first["eval_seconds"] < resumed["wall_time_total_s"]
+    assert resumed["cpu_time_s"] < resumed["cpu_time_total_s"]
     # a checkpoint from another configuration is refused
     other = dataclasses.replace(cfg, lr=1e-3)
     (tmp_path / "b" / other_key(other)).mkdir(parents=True)
@@ -591,6 +601,27 @@ def test_time_split_counts_only_fully_timed_runs():
     assert s.loc["stanhop", ["train_s", "validation_s", "closing_s"]].tolist() == [20.0, 7.0, 3.0]
     assert s.loc["stanhop", "validation_share"] == pytest.approx(7.0 / 30.0)
     assert time_split(runs[3:]).empty  # nothing timed yet: an empty table, not an error
+
+
+def test_run_wall_times_use_the_recorded_total_else_the_larger_lower_bound():
+    from uhop.experiments.forecasting import run_wall_times
+
+    def run(key, wall, seconds, evals, closing, total=None, carried=None):
+        r = {"key": key, "wall_time_s": wall, "final_eval_seconds": closing,
+             "history": [{"seconds": s, "eval_seconds": e} for s, e in zip(seconds, evals)]}
+        if total is not None:
+            r["wall_time_total_s"] = total
+        if carried is not None:
+            r["continued_from"] = {"key": carried}
+        return r
+
+    runs = [run("whole", 40.0, [10.0, 10.0], [4.0, 4.0], 2.0),               # one process: its own wall time
+            run("resumed", 12.0, [10.0, 10.0], [4.0, 4.0], 2.0),             # last process only: the parts (30)
+            run("recorded", 12.0, [10.0, 10.0], [4.0, 4.0], 2.0, total=33.0),  # newer runs record the total
+            run("carried", 25.0, [10.0, 10.0, 10.0], [4.0, None, 4.0], 2.0, carried="first")]
+    earlier = [run("first", 30.0, [10.0, 10.0], [4.0, None], 2.0)]
+    assert run_wall_times(runs, earlier) == {"whole": 40.0, "resumed": 30.0, "recorded": 33.0, "carried": 55.0}
+    assert run_wall_times(runs)["carried"] == 40.0  # without the first part: the timed parts (30 + 8 + 2)
 
 
 def test_against_tier_pairs_a_setting_with_both_tier_variants_by_seed():

@@ -180,6 +180,12 @@ class BilevelTrainer:
             ``checkpoint_path`` as ``<name>.best<suffix>`` so that they survive an interruption).
         metadata: plain-Python entries written into every checkpoint (e.g. the run's configuration); a
             checkpoint whose entries differ is refused on resume.
+
+    Time across interruptions: :meth:`elapsed` is the wall and process CPU time spent on this training since
+    ``clock_start`` (the trainer's construction; a caller that did setup work before may set it to an earlier
+    ``(time.perf_counter(), time.process_time())``) plus what the checkpoint it resumed from had spent, so a run
+    resumed any number of times reports its whole cost (less the work an interrupted process did after its last
+    checkpoint, which the next one redoes).  Every checkpoint records it (``"elapsed"``).
     """
 
     def __init__(self, model: nn.Module, *, lr: float = 1e-3, kernel_lr: float = 0.1, inner_steps: int = 1,
@@ -246,6 +252,22 @@ class BilevelTrainer:
         self.best_value, self.best_epoch, self.bad_epochs = float("inf"), 0, 0
         self._best_state: dict | None = None
         self.stopped_early = self.interrupted = False
+        self.clock_start = (time.perf_counter(), time.process_time())
+        # what earlier processes spent on this run (from the checkpoint resumed from); cpu_s None: not recorded
+        self.elapsed_before: dict = {"wall_s": 0.0, "cpu_s": 0.0}
+
+    def elapsed(self, now: tuple[float, float] | None = None) -> dict:
+        """``{"wall_s", "cpu_s", "processes"}``: wall and CPU seconds spent on this training in every process so
+        far (this one since ``clock_start``, earlier ones from the checkpoint resumed from), and how many
+        processes that was.  ``cpu_s`` is None when an earlier process's CPU time is unknown (a checkpoint of
+        an older version, whose wall time is then the sum of its epochs' training and evaluation seconds).
+        ``now``: the ``(time.perf_counter(), time.process_time())`` to count to (default: the present)."""
+        wall0, cpu0 = self.clock_start
+        wall1, cpu1 = (time.perf_counter(), time.process_time()) if now is None else now
+        before = self.elapsed_before
+        return {"wall_s": before["wall_s"] + wall1 - wall0,
+                "cpu_s": None if before["cpu_s"] is None else before["cpu_s"] + cpu1 - cpu0,
+                "processes": before.get("processes", 0) + 1}
 
     # -- checkpoints --------------------------------------------------------------------------------------
 
@@ -264,6 +286,7 @@ class BilevelTrainer:
             "history": [r.as_dict() for r in self.history],
             "best": {"value": self.best_value, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             "rng": rng,
+            "elapsed": self.elapsed(),
             **self.metadata,
         }
 
@@ -288,6 +311,11 @@ class BilevelTrainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.history = [EpochRecord.from_dict(d) for d in ckpt["history"]]
         self.start_epoch = ckpt["epoch"] + 1
+        if "elapsed" in ckpt:
+            self.elapsed_before = dict(ckpt["elapsed"])
+        else:  # an older checkpoint: its epochs' own timings are what is known of the time spent
+            self.elapsed_before = {"wall_s": sum(r.seconds + (r.eval_seconds or 0.0) for r in self.history),
+                                   "cpu_s": None, "processes": 1}
         best = ckpt.get("best", {"value": float("inf"), "epoch": 0, "bad_epochs": 0})  # older checkpoints: none
         self.best_value, self.best_epoch, self.bad_epochs = best["value"], best["epoch"], best["bad_epochs"]
         if self.monitor is not None and self.best_epoch and self.best_checkpoint_path is not None \

@@ -12,7 +12,7 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "against_tier",
-           "pooled_difference", "stopping_summary", "time_split", "tier_status", "paper_table", "benchmark_table"]
+           "pooled_difference", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -239,6 +239,27 @@ def time_split(runs: Sequence[dict]):
         runs=("train s", "size"), train_s=("train s", "mean"), validation_s=("validation s", "mean"),
         closing_s=("closing s", "mean")).reset_index()
     out["validation_share"] = out["validation_s"] / (out["train_s"] + out["validation_s"] + out["closing_s"])
+    return out
+
+
+def run_wall_times(runs: Sequence[dict], earlier: Sequence[dict] = ()) -> dict:
+    """Wall seconds of each run, ``{key: seconds}``, over every process it ran in.
+
+    Runs that record ``wall_time_total_s`` give it.  Older runs recorded only their last process's ``wall_time_s``,
+    which understates a run resumed after an interruption; for them the larger of two lower bounds is taken: that
+    wall time plus the first part's ``wall_time_s`` from ``earlier`` when the run was carried on from a shorter one
+    (``continued_from``), and the sum of the epochs' training and validation seconds and the closing evaluation
+    (which misses only data loading and checkpoints)."""
+    parts = {r["key"]: r["wall_time_s"] for r in earlier}
+    out = {}
+    for r in runs:
+        if r.get("wall_time_total_s") is not None:
+            out[r["key"]] = r["wall_time_total_s"]
+            continue
+        carried = parts.get((r.get("continued_from") or {}).get("key"), 0.0)
+        timed = sum(e["seconds"] + (e.get("eval_seconds") or 0.0) for e in r["history"]) \
+            + (r.get("final_eval_seconds") or 0.0)
+        out[r["key"]] = max(r["wall_time_s"] + carried, timed)
     return out
 
 

@@ -108,6 +108,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
             result["continued_from"] = earlier
     if config.trains:
         trainer = _trainer(config, model, dev, train.target, checkpoint_dir, key, progress)
+        trainer.clock_start = (start_time, start_cpu)  # this process's data loading counts too
         batches = WindowBatches(train, config.batch_size, config.seed + 1, config.epoch_windows)
         # Stage-I batches (B_1 of Algorithm 2) from their own generator, so that the outer batches do not depend on B_1
         inner = WindowBatches(train, config.inner_batch_size or config.batch_size, config.seed + 2)
@@ -139,6 +140,10 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
     final_eval_seconds = time.perf_counter() - final_start
     train_seconds = sum(r["seconds"] for r in history)
     trained_windows = sum(r["windows"] for r in history)
+    now = (time.perf_counter(), time.process_time())
+    # the whole run: with the time of every earlier process it was resumed (or carried on) from
+    total = trainer.elapsed(now) if config.trains else {"wall_s": now[0] - start_time, "cpu_s": now[1] - start_cpu,
+                                                        "processes": 1}
     result.update(
         interrupted=False, history=history, epochs_run=len(history), best_epoch=best_epoch or None,
         stopped_early=bool(config.trains and len(history) < config.epochs),
@@ -148,10 +153,11 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         train_windows_per_s=(trained_windows / train_seconds) if train_seconds else None,
         # the closing evaluation of the best weights on the whole validation and test splits
         final_eval_seconds=final_eval_seconds,
-        wall_time_s=time.perf_counter() - start_time,
-        # CPU time of this process (all its threads): unlike the wall time, it leaves out the time the run spent
-        # paused or waiting for a core that other work held
-        cpu_time_s=time.process_time() - start_cpu,
+        # this process alone; CPU time (all its threads) leaves out the time the run spent paused or waiting for
+        # a core that other work held
+        wall_time_s=now[0] - start_time, cpu_time_s=now[1] - start_cpu,
+        # every process of the run (cpu None: an earlier one, of an older version, did not record it)
+        wall_time_total_s=total["wall_s"], cpu_time_total_s=total["cpu_s"], processes=total["processes"],
     )
     if isinstance(model, STanHopNet):
         alphas = model.alphas()
@@ -160,7 +166,7 @@ def train_forecaster(config: ForecastConfig, *, device: str = "cpu", splits=None
         out = Path(out_dir) / f"{key}.json"
         atomic_write_text(out, json.dumps(result, indent=1, default=float) + "\n")
         write_manifest(str(out) + ".manifest.json", command="uhop.experiments.forecasting.train_forecaster",
-                       parameters=asdict(config), wall_time_s=result["wall_time_s"], device=str(device))
+                       parameters=asdict(config), wall_time_s=result["wall_time_total_s"], device=str(device))
     return result
 
 
