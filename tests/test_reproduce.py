@@ -118,9 +118,12 @@ def _resumed_from_committed(records: list[dict]) -> int:
 
 
 def _spec(tmp_path, out: str) -> str:
+    """A runs file of two small memory-capacity runs writing under ``tmp_path/out``; their names carry ``out`` and
+    this process's id, so that tests running at the same time (pytest-xdist workers, parallel sessions) never take
+    the same run lock (it lives in the repository's ``_build``)."""
     runs = []
     for seed in (0, 1):
-        runs.append({"name": f"smoke_capacity_s{seed}", "notebook": "memory_capacity", "estimate": "1 min",
+        runs.append({"name": f"smoke_capacity_{out}{os.getpid()}_s{seed}", "notebook": "memory_capacity", "estimate": "1 min",
                      "parameters": {"dataset": "mnist", "protocol": "paper", "methods": ["mhm", "uhop_mhm"],
                                     "sizes": [5, 10], "epochs": [5], "plot_epochs": 5, "runs": 1, "seed": seed,
                                     "threads": 1, "output": str(tmp_path / out / f"s{seed}.csv")}})
@@ -326,7 +329,7 @@ def test_sequential_local_pool_and_dask_give_identical_results(tmp_path):
     for how, args in (("seq", ["--jobs", "1"]), ("pool", ["--jobs", "2"]), ("dask", ["--scheduler", "local:2"])):
         spec = _spec(tmp_path, how)
         dry = _cli("--spec", spec, "--dry-run", *args)
-        assert dry.returncode == 0 and "smoke_capacity_s1" in dry.stdout and not (tmp_path / how).exists()
+        assert dry.returncode == 0 and f"smoke_capacity_{how}{os.getpid()}_s1" in dry.stdout and not (tmp_path / how).exists()
         out = _cli("--spec", spec, *args)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert out.stdout.count("[reproduce] ") >= 4 and "runs 2/2 done" in out.stdout
