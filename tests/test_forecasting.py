@@ -7,6 +7,7 @@ when UHOP_DATA holds ETTh1 and are skipped otherwise.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -262,7 +263,6 @@ def test_committed_cpu_tier_covers_every_table8_cell_with_the_documented_setting
     # The chapter book/forecasting.md renders these runs beside Table 8: every cell (3 datasets x 4 horizons)
     # must hold both STanHop variants and both baselines for >= 3 seeds, each run written by the settings its
     # full_size.yml entry declares, with a provenance manifest naming a commit.
-    import json
 
     from uhop.experiments.forecasting import DATASETS, HORIZONS
     from uhop.reproduce import load_runs
@@ -336,7 +336,6 @@ def test_retest_reproduces_recorded_metrics_and_measures_kernel_drift(tmp_path):
 
 @needs_ett
 def test_retest_command_line_writes_json_and_manifest(tmp_path, capsys):
-    import json
 
     from uhop.experiments.forecasting import main
 
@@ -544,7 +543,6 @@ def test_committed_converged_runs_match_their_entries():
     # Every committed run of the converged tier is one its full_size.yml entry declares (the key hashes the whole
     # configuration), was tested on the whole test split, validated on the whole validation split, saw at least
     # 20,000 training windows unless early stopping ended it, and has a manifest naming a commit.
-    import json
 
     from uhop.experiments.forecasting import load_runs, tier_status
 
@@ -645,3 +643,24 @@ def test_against_tier_pairs_a_setting_with_both_tier_variants_by_seed():
     assert cell["same_best_epoch"] == 1
     with pytest.raises(ValueError, match="no STanHop and U-Hop runs of WTH-192"):
         against_tier(setting, tier[tier["variant"] != "stanhop"])
+
+
+@needs_ett
+def test_train_command_runs_an_entry_reports_its_total_time_and_skips_it_when_done(tmp_path, monkeypatch, capsys):
+    from uhop.experiments import notebook
+    from uhop.experiments.forecasting import main
+
+    entry = {"name": "tiny", "notebook": "forecasting", "parameters": {
+        "dataset": "ETTh1", "horizon": 24, "variants": "stanhop_uhop", "input_len": 48, "epochs": 1, "patience": 2,
+        "d_model": 16, "n_heads": 2, "d_ff": 32, "factor": 3, "max_train_windows": 32, "max_val_windows": 16,
+        "max_test_windows": 16, "seed": 0, "n_seeds": 1, "out_dir": str(tmp_path / "out"),
+        "checkpoint_dir": str(tmp_path / "ck")}}
+    monkeypatch.setattr(notebook, "full_size_entry", lambda name, nb: entry)
+    assert main(["train", "--run", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*_s0_*.json")
+                 if not p.name.endswith(".manifest.json")]
+    assert f"{result['key']}: test MSE {result['test_mse']:.4f}" in printed
+    assert f"{result['wall_time_total_s']:.0f} s" in printed and "processes" not in printed  # one process
+    assert main(["train", "--run", "tiny"]) == 0
+    assert capsys.readouterr().out.strip() == f"{result['key']}: already done"

@@ -44,7 +44,8 @@ def _train_command(args) -> int:
             r = train_forecaster(config, device=args.device, splits=splits, out_dir=out_dir,
                                  checkpoint_dir=ckpt or None, progress=args.progress)
             print(f"{r['key']}: test MSE {r['test_mse']:.4f} MAE {r['test_mae']:.4f}, {r['epochs_run']} epochs "
-                  f"(best {r['best_epoch']}), {r['wall_time_s']:.0f} s", flush=True)
+                  f"(best {r['best_epoch']}), {r['wall_time_total_s']:.0f} s"
+                  + (f" in {r['processes']} processes" if r["processes"] > 1 else ""), flush=True)
     return 0
 
 
