@@ -21,7 +21,7 @@ windows/s figure by it to compare machines.
 Usage::
 
     python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
-        [--trained DIR [--trained-cells ETTh1:96,...]] [--allocator ETTm1:720:stanhop_uhop,...] [--skip-main]
+        [--trained DIR [--trained-cells ETTh1:96,...]] [--allocator ETTm1:720:stanhop_uhop,... [--allocator-legacy]] [--skip-main]
         [--inner-batches 8,4] [--json PATH]
 
 ``--inner-batches 8,4`` also times U-Hop with Algorithm 2's Stage-I batch ``B_1`` smaller than the training
@@ -35,7 +35,9 @@ trained networks attend much more sparsely than fresh ones, which changes the en
 ``--allocator DATASET:HORIZON:VARIANT,...`` compares glibc's default malloc settings with
 ``uhop.allocator.retain_freed_memory`` (each setting in its own process, interleaved rounds): windows/s, minor
 page faults per evaluation pass, and whether both settings compute the same bits; with ``--trained DIR`` it uses
-the lowest-seed checkpoint of a cell where there is one.  ``--skip-main`` leaves out the fresh-network cells and
+the lowest-seed checkpoint of a cell where there is one.  ``--allocator-legacy`` adds, in the same rounds, the
+code path before the speed work with the default settings: how the package ran before, against how its command
+line and notebook run it now (``as_run_*_speedup``).  ``--skip-main`` leaves out the fresh-network cells and
 ``--trained-cells ""`` the trained comparison.
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
@@ -251,7 +253,7 @@ def _allocator_child(spec: dict) -> dict:
     cfg = ForecastConfig(**(ckpt["config"] if ckpt else spec["config"]))
     n_vars = SHAPES[cfg.dataset][0]
     data = _real_windows(cfg, spec["eval_windows"])[0] if spec["real"] else None
-    case = _Case(cfg, n_vars, False, spec["eval_windows"], data, ckpt["model"] if ckpt else None)
+    case = _Case(cfg, n_vars, spec.get("legacy", False), spec["eval_windows"], data, ckpt["model"] if ckpt else None)
     digest = hashlib.sha256()
 
     def eval_pass(record):
@@ -271,46 +273,58 @@ def _allocator_child(spec: dict) -> dict:
     for _ in range(spec["steps"] + 1):
         case.step()
     eval_pass(True)  # predictions after the training steps: every gradient and update must agree too
-    return {"retain": spec["retain"], "applied": applied, "eval_windows_per_s": len(case.xe) / eval_s,
+    return {"retain": spec["retain"], "legacy": spec.get("legacy", False), "applied": applied,
+            "eval_windows_per_s": len(case.xe) / eval_s,
             "faults_per_eval_pass": faults, "step_windows_per_s": case.batch / statistics.median(case.steps[1:]),
             "digest": digest.hexdigest(), "epoch": ckpt.get("epoch") if ckpt else None, "seed": cfg.seed}
 
 
 def allocator_rows(cells, base: ForecastConfig, folder: Path | None, rounds: int, eval_batch: int,
-                   eval_windows: int, passes: int, steps: int, threads: int, real: bool) -> list[dict]:
+                   eval_windows: int, passes: int, steps: int, threads: int, real: bool,
+                   legacy: bool = False) -> list[dict]:
     """Evaluation and training throughput with glibc's default malloc settings against
     ``uhop.allocator.retain_freed_memory``: each (cell, setting) runs in a fresh process, settings alternate in
     interleaved rounds, medians are reported.  A cell ``DATASET:HORIZON:VARIANT`` uses the lowest-seed trained
-    checkpoint under ``folder`` when there is one, else a freshly initialised model of ``base``'s size."""
+    checkpoint under ``folder`` when there is one, else a freshly initialised model of ``base``'s size.
+
+    ``legacy`` adds a third setting, the code path before the speed work (:func:`_legacy`) with the default
+    settings -- how the package ran before -- so that ``as_run_*_speedup`` compares it with the package as its
+    command line and notebook run it now (current code, ``retain_freed_memory``), side by side in one run;
+    ``code_*_speedup`` is the code alone (both with the default settings)."""
     import subprocess
 
+    settings = ["default", "retain"] + (["legacy"] if legacy else [])
     rows = []
     for dataset, horizon, variant in cells:
         hit = _lowest_seed_checkpoint(folder, dataset, horizon, variant) if folder else None
         config = {k: v for k, v in vars(replace(base, dataset=dataset, horizon=horizon, variant=variant)).items()}
-        runs = {False: [], True: []}
+        runs = {name: [] for name in settings}
         for r in range(rounds):
-            for retain in ((False, True) if r % 2 == 0 else (True, False)):
-                spec = {"retain": retain, "checkpoint": str(hit) if hit else None, "config": config, "real": real,
-                        "eval_windows": eval_windows, "eval_batch": eval_batch, "passes": passes, "steps": steps,
-                        "threads": threads}
+            for name in settings[r % len(settings):] + settings[:r % len(settings)]:  # each setting leads in turn
+                spec = {"retain": name == "retain", "legacy": name == "legacy", "checkpoint": str(hit) if hit else None,
+                        "config": config, "real": real, "eval_windows": eval_windows, "eval_batch": eval_batch,
+                        "passes": passes, "steps": steps, "threads": threads}
                 out = subprocess.run([sys.executable, __file__, "--allocator-child", json.dumps(spec)],
                                      capture_output=True, text=True, check=True)
-                runs[retain].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        med = {retain: {k: statistics.median(run[k] for run in got) for k in
-                        ("eval_windows_per_s", "faults_per_eval_pass", "step_windows_per_s")}
-               for retain, got in runs.items()}
+                runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        med = {name: {k: statistics.median(run[k] for run in got) for k in
+                      ("eval_windows_per_s", "faults_per_eval_pass", "step_windows_per_s")}
+               for name, got in runs.items()}
         row = {"dataset": dataset, "horizon": horizon, "variant": variant, "trained": hit is not None,
-               "seed": runs[True][0]["seed"], "epoch": runs[True][0]["epoch"], "rounds": rounds,
-               "applied": all(run["applied"] for run in runs[True]),
-               "identical": len({run["digest"] for got in runs.values() for run in got}) == 1,
-               **{f"{'retain' if retain else 'default'}_{k}": round(v, 1) for retain, m in med.items()
-                  for k, v in m.items()}}
-        row["eval_speedup"] = round(med[True]["eval_windows_per_s"] / med[False]["eval_windows_per_s"], 3)
-        row["train_speedup"] = round(med[True]["step_windows_per_s"] / med[False]["step_windows_per_s"], 3)
-        print(json.dumps({k: row[k] for k in ("dataset", "horizon", "variant", "trained", "identical",
-                                              "eval_speedup", "train_speedup", "default_faults_per_eval_pass",
-                                              "retain_faults_per_eval_pass")}), flush=True)
+               "seed": runs["retain"][0]["seed"], "epoch": runs["retain"][0]["epoch"], "rounds": rounds,
+               "applied": all(run["applied"] for run in runs["retain"]),
+               # the legacy path solves the entmax another way: only the two malloc settings must agree
+               "identical": len({run["digest"] for name in ("default", "retain") for run in runs[name]}) == 1,
+               **{f"{name}_{k}": round(v, 1) for name, m in med.items() for k, v in m.items()}}
+        for kind, key in (("eval", "eval_windows_per_s"), ("train", "step_windows_per_s")):
+            row[f"{kind}_speedup"] = round(med["retain"][key] / med["default"][key], 3)
+            if legacy:
+                row[f"code_{kind}_speedup"] = round(med["default"][key] / med["legacy"][key], 3)
+                row[f"as_run_{kind}_speedup"] = round(med["retain"][key] / med["legacy"][key], 3)
+        print(json.dumps({k: row[k] for k in ("dataset", "horizon", "variant", "trained", "identical", "eval_speedup",
+                                              "train_speedup", "default_faults_per_eval_pass",
+                                              "retain_faults_per_eval_pass", "as_run_eval_speedup",
+                                              "as_run_train_speedup") if k in row}), flush=True)
         rows.append(row)
     return rows
 
@@ -358,6 +372,8 @@ def main(argv=None) -> int:
                              "DATASET:HORIZON:VARIANT cells (trained checkpoints from --trained when present)")
     parser.add_argument("--allocator-rounds", type=int, default=3, help="interleaved rounds per allocator cell")
     parser.add_argument("--allocator-windows", type=int, default=128, help="windows per timed evaluation pass")
+    parser.add_argument("--allocator-legacy", action="store_true", help="also time the code path before the speed "
+                        "work with the default malloc settings (how the package ran before) in the allocator cells")
     parser.add_argument("--inner-batches", default="", metavar="B1,...",
                         help="also time U-Hop with these Stage-I batches B_1 (< the training batch 16), e.g. 8,4")
     parser.add_argument("--skip-main", action="store_true", help="time only --trained / --allocator cells")
@@ -400,7 +416,7 @@ def main(argv=None) -> int:
         allocator = allocator_rows(cells, base, Path(args.trained) if args.trained else None,
                                    1 if args.quick else args.allocator_rounds, eval_batch if args.quick else 64,
                                    eval_batch if args.quick else args.allocator_windows, 1 if args.quick else 2,
-                                   steps, args.threads, real=not args.quick)
+                                   steps, args.threads, real=not args.quick, legacy=args.allocator_legacy or args.quick)
     gflops = (gflops_before + matmul_gflops(256 if args.quick else 1024)) / 2
     for row in rows + trained:
         row["stanhop_windows_per_s_per_matmul_gflops"] = round(row["stanhop"]["windows_per_s"] / gflops, 3)
@@ -409,7 +425,8 @@ def main(argv=None) -> int:
                          "steps": steps, "eval_batch": eval_batch, "quick": args.quick,
                          "trained": args.trained, "trained_eval_batch": args.trained_eval_batch,
                          "allocator": args.allocator, "allocator_rounds": args.allocator_rounds,
-                         "allocator_windows": args.allocator_windows, "skip_main": args.skip_main,
+                         "allocator_windows": args.allocator_windows, "allocator_legacy": args.allocator_legacy,
+                         "skip_main": args.skip_main,
                          "inner_batches": inner_batches},
               "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained, "allocator": allocator}
     print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")

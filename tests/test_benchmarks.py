@@ -51,7 +51,8 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_forecasting.py"), "--quick", "--trained",
          str(tmp_path / "ckpt"), "--trained-cells", "ETTh1:12,WTH:12", "--trained-eval-batch", "16",
-         "--allocator", "ETTh1:12:stanhop_uhop,WTH:12:stanhop", "--inner-batches", "4", "--json", str(out)],
+         "--allocator", "ETTh1:12:stanhop_uhop,WTH:12:stanhop", "--allocator-legacy", "--inner-batches", "4",
+         "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "WTH-12: no best.pt" in result.stdout  # a cell without checkpoints is reported and skipped
@@ -73,6 +74,14 @@ def test_forecasting_benchmark_times_trained_checkpoints(tmp_path):
     for cell in (trained_cell, fresh_cell):
         assert cell["identical"] and cell["applied"] == (allocator.glibc_malloc() is not None)
         assert cell["retain_eval_windows_per_s"] > 0 and cell["default_step_windows_per_s"] > 0
+        # --allocator-legacy: the code before the speed work with the default settings, side by side; the package
+        # as it runs now over it, and the code's share of that
+        for kind, key in (("eval", "eval_windows_per_s"), ("train", "step_windows_per_s")):
+            # (the ratios are of the unrounded medians; the throughputs are stored to 0.1)
+            legacy = cell[f"legacy_{key}"]
+            assert cell[f"as_run_{kind}_speedup"] == pytest.approx(cell[f"retain_{key}"] / legacy, rel=0.01)
+            assert cell[f"code_{kind}_speedup"] == pytest.approx(cell[f"default_{key}"] / legacy, rel=0.01)
+    assert result_json["config"]["allocator_legacy"]
 
 
 def test_forecasting_profile_lists_each_phase(tmp_path):

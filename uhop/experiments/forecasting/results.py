@@ -12,7 +12,8 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "against_tier",
-           "pooled_difference", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table", "benchmark_table"]
+           "pooled_difference", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table",
+           "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
