@@ -254,7 +254,7 @@ class BilevelTrainer:
         self.stopped_early = self.interrupted = False
         self.clock_start = (time.perf_counter(), time.process_time())
         # what earlier processes spent on this run (from the checkpoint resumed from); cpu_s None: not recorded
-        self.elapsed_before: dict = {"wall_s": 0.0, "cpu_s": 0.0}
+        self.elapsed_before: dict = {"wall_s": 0.0, "cpu_s": 0.0, "processes": 0}
 
     def elapsed(self, now: tuple[float, float] | None = None) -> dict:
         """``{"wall_s", "cpu_s", "processes"}``: wall and CPU seconds spent on this training in every process so
@@ -267,7 +267,7 @@ class BilevelTrainer:
         before = self.elapsed_before
         return {"wall_s": before["wall_s"] + wall1 - wall0,
                 "cpu_s": None if before["cpu_s"] is None else before["cpu_s"] + cpu1 - cpu0,
-                "processes": before.get("processes", 0) + 1}
+                "processes": before["processes"] + 1}
 
     # -- checkpoints --------------------------------------------------------------------------------------
 
