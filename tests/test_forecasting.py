@@ -634,11 +634,16 @@ def test_against_tier_pairs_a_setting_with_both_tier_variants_by_seed():
     tier = pd.DataFrame(rows("stanhop", [1.0, 2.0, 3.0], [3, 3, 3]) + rows("stanhop_uhop", [0.9, 1.8, 2.7], [4, 5, 6])
                         + rows("linear", [9.0, 9.0, 9.0], [1, 1, 1]))
     setting = pd.DataFrame(rows("stanhop_uhop", [1.1, 2.0, 9.9], [4, 2, 6], seeds=(0, 1, 7)))  # seed 7: not in the tier
-    [cell] = against_tier(setting, tier)
+    [cell] = against_tier(setting, tier, setting="B1=4")
     assert (cell["dataset"], cell["horizon"], cell["seeds"]) == ("WTH", 192, [0, 1])
     assert cell["vs_stanhop"]["mean"] == pytest.approx(0.05) and cell["vs_stanhop"]["n"] == 2
-    assert cell["vs_uhop"]["mean"] == pytest.approx(0.2) and cell["vs_uhop"]["verdict"] == "higher"  # 0.2 in both seeds
+    assert cell["vs_stanhop"]["verdict"] == "no resolved difference"  # +0.1 and 0.0
+    assert cell["vs_uhop"]["mean"] == pytest.approx(0.2) and cell["vs_uhop"]["verdict"] == "B1=4 higher"  # 0.2 twice
     assert cell["uhop_vs_stanhop"]["mean"] == pytest.approx(-0.15) and cell["uhop_vs_stanhop"]["negative"] == 2
+    assert cell["uhop_vs_stanhop"]["verdict"] == "no resolved difference"  # -0.1, -0.2: two seeds, wide interval
+    lower = tier.assign(test_mse=tier["test_mse"].where(tier["variant"] != "stanhop_uhop", tier["test_mse"] - 0.5))
+    [low] = against_tier(setting.assign(test_mse=[0.0, 1.0, 0.0]), lower)  # tier U-Hop -0.5 in both; setting -1
+    assert (low["uhop_vs_stanhop"]["verdict"], low["vs_stanhop"]["verdict"]) == ("U-Hop lower", "setting lower")
     assert cell["means"] == pytest.approx({"stanhop": 1.5, "stanhop_uhop": 1.35, "setting": 1.55})
     assert cell["same_best_epoch"] == 1
     with pytest.raises(ValueError, match="no STanHop and U-Hop runs of WTH-192"):

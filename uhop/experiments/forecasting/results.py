@@ -135,13 +135,18 @@ def paired_by_seed(values, reference, lower: str = "lower", higher: str = "highe
     return {**out, "seeds": seeds, "verdict": _verdict(out, lower, higher)}
 
 
-def against_tier(results, tier) -> list[dict]:
+def against_tier(results, tier, setting: str = "setting") -> list[dict]:
     """U-Hop runs made with one setting changed (``results``: :func:`load_results` rows, e.g. a smaller Stage-I batch)
     beside the tier's runs (``tier``) of the same cells and seeds.  One dict per (dataset, horizon) of ``results``:
     ``seeds`` (those the setting and both tier variants have), the :func:`paired_by_seed` test-MSE differences
     ``vs_stanhop`` (setting − plain STanHop), ``vs_uhop`` (setting − the tier's U-Hop) and ``uhop_vs_stanhop`` (the
     tier's U-Hop − plain STanHop on the same seeds), the three mean test MSEs over those seeds (``means``) and in how
-    many seeds the setting's run stopped at the tier's U-Hop run's best epoch (``same_best_epoch``)."""
+    many seeds the setting's run stopped at the tier's U-Hop run's best epoch (``same_best_epoch``).
+
+    ``setting`` names the changed runs in the verdicts: ``vs_stanhop`` and ``vs_uhop`` read ``"<setting> lower"`` /
+    ``"<setting> higher"``, ``uhop_vs_stanhop`` ``"U-Hop lower"`` / ``"U-Hop higher"`` (or "no resolved difference",
+    "one seed")."""
+    mine_lower, mine_higher = f"{setting} lower", f"{setting} higher"
     out = []
     for (dataset, horizon), runs in results.groupby(["dataset", "horizon"], sort=True):
         cell = tier[(tier["dataset"] == dataset) & (tier["horizon"] == horizon)]
@@ -153,8 +158,9 @@ def against_tier(results, tier) -> list[dict]:
                              f"seeds {sorted(runs.index)}")
         mine, base, tier_uhop = (f.loc[seeds, "test_mse"] for f in (runs, plain, uhop))
         out.append({"dataset": dataset, "horizon": int(horizon), "seeds": seeds,
-                    "vs_stanhop": paired_by_seed(mine, base), "vs_uhop": paired_by_seed(mine, tier_uhop),
-                    "uhop_vs_stanhop": paired_by_seed(tier_uhop, base),
+                    "vs_stanhop": paired_by_seed(mine, base, mine_lower, mine_higher),
+                    "vs_uhop": paired_by_seed(mine, tier_uhop, mine_lower, mine_higher),
+                    "uhop_vs_stanhop": paired_by_seed(tier_uhop, base, "U-Hop lower", "U-Hop higher"),
                     "means": {"stanhop": float(base.mean()), "stanhop_uhop": float(tier_uhop.mean()),
                               "setting": float(mine.mean())},
                     "same_best_epoch": int((runs.loc[seeds, "best_epoch"] == uhop.loc[seeds, "best_epoch"]).sum())})
