@@ -181,3 +181,67 @@ def test_accelerator_path_without_host_syncs_matches_the_references(monkeypatch)
     zz = (2 * torch.randn(3, 4, 6, generator=g, dtype=torch.float64)).requires_grad_(True)
     eps = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64).view(3, 1, 1).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda z, e: EntmaxNewtonFunction.apply(z, e, 60, True), (zz, eps))
+
+
+def _solve_and_grads(z, eps, dy):
+    """Forward without gradients, then forward and backward: weights, Newton steps, both gradients."""
+    with torch.no_grad():
+        quiet = EntmaxNewtonFunction.apply(z, eps, 60, False)
+    zz, ee = z.clone().requires_grad_(True), eps.clone().requires_grad_(True)
+    y = EntmaxNewtonFunction.apply(zz, ee, 60, True)
+    steps = y.grad_fn.steps
+    y.backward(dy)
+    return quiet, y.detach(), steps, zz.grad, ee.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_blocks_compute_the_same_bits_as_the_whole_tensor(monkeypatch, dtype):
+    # large score tensors are solved in row blocks that stay in the cache; every number must equal the solve of the
+    # whole tensor: weights (with and without gradients), the step count, both gradients.  Tiny blocks here, so that
+    # small tensors split into many; eps shared, per head, varying along the blocked dimension, and below 0.05 (the
+    # log1p path); an upstream gradient that is not contiguous.
+    import uhop.entmax_solver as solver
+
+    g = torch.Generator().manual_seed(12)
+    z = (3 * torch.randn(37, 4, 16, 23, generator=g)).to(dtype)
+    z[:, 0, :, 5:] -= 40.0  # rows with many exact zeros (and underflowing exp arguments)
+    dy = torch.randn(23, 16, 4, 37, generator=g).to(dtype).permute(3, 2, 1, 0)
+    for eps in (torch.tensor(0.4), torch.tensor([0.3, 0.5, 0.9, 0.7]).view(4, 1, 1),
+                0.05 + 0.9 * torch.rand(37, 4, 16, 1, generator=g), torch.tensor([0.02, 0.3, 1.0, 0.6]).view(4, 1, 1)):
+        eps = eps.to(dtype)
+        monkeypatch.setattr(solver, "_BLOCK_BYTES", 1 << 40)
+        assert solver._blocks(z, eps) is None
+        whole = _solve_and_grads(z, eps, dy)
+        monkeypatch.setattr(solver, "_BLOCK_BYTES", 2048)
+        blocks = solver._blocks(z, eps)
+        assert len(blocks) > 4 and sum(len(b[0]) for b in blocks) == len(z)
+        assert all((b[0].numel() % 64, b[0][..., 0].numel() % 64) == (0, 0) for b in blocks[:-1])
+        blocked = _solve_and_grads(z, eps, dy)
+        assert whole[2] == blocked[2]
+        for a, b in zip(whole[:2] + whole[3:], blocked[:2] + blocked[3:]):
+            assert torch.equal(a, b)
+
+
+def test_row_blocks_take_the_whole_tensors_number_of_newton_steps(monkeypatch):
+    # the blocks converge at different steps, and a block that converged may not be converged at a later step: the
+    # blocked iteration must stop where the whole one stops, the first step at which every row is converged.  A
+    # stand-in convergence test makes this happen: rows with a positive first score count as converged at steps 2
+    # and 4 only, the others at 3 and 4, so the whole tensor stops at 4 (at 2 and 3 some rows are not converged).
+    import uhop.entmax_solver as solver
+
+    def converged(self, tol):
+        positive = self.ey[..., 0] + 1e-30 >= 0  # ey = eps (z - max z): the first score is the row's largest
+        first = {2: positive, 3: ~positive, 4: torch.ones_like(positive)}.get(self.steps)
+        return first is not None and bool(first.all())
+
+    monkeypatch.setattr(solver._Rows, "converged", converged)
+    z = torch.randn(64, 4, 6, generator=torch.Generator().manual_seed(13))
+    z[:32, :, 0] = 10.0   # the first 32 rows: first score the largest (ey = 0)
+    z[32:, :, 0] = -10.0
+    eps = torch.tensor(0.5)
+    monkeypatch.setattr(solver, "_BLOCK_BYTES", 1 << 40)
+    assert [b.steps for b in solver._iterate(z, eps, False, True, 1, 1e-6, 60)] == [4]
+    monkeypatch.setattr(solver, "_BLOCK_BYTES", 256)
+    blocks = solver._iterate(z, eps, False, True, 1, 1e-6, 60)
+    assert len(blocks) > 2 and {b.steps for b in blocks} == {4}
+    assert [b.steps for b in solver._iterate(z, eps, False, True, 1, 1e-6, 3)] == [3] * len(blocks)  # the cap
