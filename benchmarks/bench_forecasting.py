@@ -22,7 +22,7 @@ Usage::
 
     python benchmarks/bench_forecasting.py [--quick] [--d-model 64] [--threads 1] [--steps 5] [--cells ETTh1:96,...]
         [--trained DIR [--trained-cells ETTh1:96,...]] [--allocator ETTm1:720:stanhop_uhop,... [--allocator-legacy]] [--skip-main]
-        [--inner-batches 8,4] [--solver-blocks WTH:720:stanhop,...] [--json PATH]
+        [--inner-batches 8,4] [--json PATH]
 
 ``--inner-batches 8,4`` also times U-Hop with Algorithm 2's Stage-I batch ``B_1`` smaller than the training
 batch ``B_2`` (the paper gives one batch size for forecasting and the converged tier uses it for both); each
@@ -39,11 +39,6 @@ the lowest-seed checkpoint of a cell where there is one.  ``--allocator-legacy``
 code path before the speed work with the default settings: how the package ran before, against how its command
 line and notebook run it now (``as_run_*_speedup``).  ``--skip-main`` leaves out the fresh-network cells and
 ``--trained-cells ""`` the trained comparison.
-
-``--solver-blocks DATASET:HORIZON:VARIANT,...`` times the entmax solver's row blocks (``uhop.entmax_solver``:
-large score tensors solved a cache-sized block of rows at a time) on and off, in one process, on two copies of one
-network (the lowest-seed trained checkpoint under ``--trained DIR`` where there is one) given the same training
-steps and dropout draws; ``identical`` says whether both copies still agree bit for bit at the end.
 
 ``--quick`` times one tiny cell (d_model 16) in a few seconds.  ``--json PATH`` writes the results and a
 provenance manifest ``PATH.manifest.json``.
@@ -334,61 +329,6 @@ def allocator_rows(cells, base: ForecastConfig, folder: Path | None, rounds: int
     return rows
 
 
-def solver_block_rows(cells, base: ForecastConfig, folder: Path | None, rounds: int, eval_batch: int, real: bool,
-                      block_bytes: int | None = None) -> list[dict]:
-    """The entmax solver's row blocks (``uhop.entmax_solver._BLOCK_BYTES``) on and off, in one process under
-    ``retain_freed_memory`` (as the command line and the notebook run): an evaluation pass of ``eval_batch`` windows
-    and a training step (``_Case.step``), each setting on its own copy of the same network, in interleaved rounds
-    with the same dropout draws, so that both copies must stay identical -- ``identical`` compares their
-    predictions and every parameter after all the rounds' training steps.  A cell ``DATASET:HORIZON:VARIANT`` uses
-    the lowest-seed trained checkpoint under ``folder`` where there is one.  ``block_bytes`` overrides the block
-    size (the smoke run makes tiny networks block)."""
-    import uhop.entmax_solver as solver
-    from uhop.allocator import retain_freed_memory
-
-    retain_freed_memory()
-    default = solver._BLOCK_BYTES
-    on = block_bytes or default
-    rows = []
-    for dataset, horizon, variant in cells:
-        hit = _lowest_seed_checkpoint(folder, dataset, horizon, variant) if folder else None
-        ckpt = torch.load(hit, map_location="cpu", weights_only=False) if hit else None
-        cfg = ForecastConfig(**ckpt["config"]) if ckpt else replace(base, dataset=dataset, horizon=horizon,
-                                                                       variant=variant)
-        data = _real_windows(cfg, eval_batch)[0] if real else None
-        weights = ckpt["model"] if ckpt else None
-        # (_Case seeds torch before building: fresh networks get the same initial weights in both copies)
-        cases = {name: _Case(cfg, SHAPES[dataset][0], False, eval_batch, data, weights) for name in ("blocks", "whole")}
-        try:
-            for r in range(rounds + 1):  # the first round is a warm-up
-                for name in (("blocks", "whole") if r % 2 else ("whole", "blocks")):
-                    solver._BLOCK_BYTES = on if name == "blocks" else 1 << 62
-                    torch.manual_seed(1000 + r)  # the same dropout masks (and inner batch draws) for both
-                    cases[name].step()
-                    cases[name].evaluate()
-            outs = {}
-            for name, case in cases.items():
-                solver._BLOCK_BYTES = on if name == "blocks" else 1 << 62
-                case.model.eval()
-                with torch.no_grad():
-                    outs[name] = case.model(case.xe)
-        finally:
-            solver._BLOCK_BYTES = default
-        m = {name: case.summary() for name, case in cases.items()}
-        same = torch.equal(outs["blocks"], outs["whole"]) and all(
-            torch.equal(a, b) for a, b in zip(cases["blocks"].model.parameters(), cases["whole"].model.parameters()))
-        row = {"dataset": dataset, "horizon": horizon, "variant": variant, "trained": hit is not None,
-               "seed": cfg.seed, "epoch": ckpt.get("epoch") if ckpt else None, "rounds": rounds,
-               "block_bytes": on, "identical": same,
-               **{f"{name}_{k}": m[name][k] for name in m for k in ("windows_per_s", "eval_windows_per_s")},
-               "eval_speedup": round(m["blocks"]["eval_windows_per_s"] / m["whole"]["eval_windows_per_s"], 3),
-               "train_speedup": round(m["blocks"]["windows_per_s"] / m["whole"]["windows_per_s"], 3)}
-        print(json.dumps({k: row[k] for k in ("dataset", "horizon", "variant", "trained", "identical", "eval_speedup",
-                                              "train_speedup")}), flush=True)
-        rows.append(row)
-    return rows
-
-
 def _parse_allocator_cells(parser, text: str) -> list[tuple[str, int, str]]:
     cells = []
     for cell in text.split(","):
@@ -436,11 +376,7 @@ def main(argv=None) -> int:
                         "work with the default malloc settings (how the package ran before) in the allocator cells")
     parser.add_argument("--inner-batches", default="", metavar="B1,...",
                         help="also time U-Hop with these Stage-I batches B_1 (< the training batch 16), e.g. 8,4")
-    parser.add_argument("--solver-blocks", default=None, metavar="CELLS",
-                        help="DATASET:HORIZON:VARIANT,... : the entmax solver's row blocks on and off (same bits?)")
-    parser.add_argument("--solver-blocks-rounds", type=int, default=5, help="interleaved rounds per --solver-blocks cell")
-    parser.add_argument("--skip-main", action="store_true", help="time only --trained / --allocator / --solver-blocks "
-                        "cells")
+    parser.add_argument("--skip-main", action="store_true", help="time only --trained / --allocator cells")
     parser.add_argument("--allocator-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="write results (and PATH.manifest.json) here")
     args = parser.parse_args(argv)
@@ -481,13 +417,6 @@ def main(argv=None) -> int:
                                    1 if args.quick else args.allocator_rounds, eval_batch if args.quick else 64,
                                    eval_batch if args.quick else args.allocator_windows, 1 if args.quick else 2,
                                    steps, args.threads, real=not args.quick, legacy=args.allocator_legacy or args.quick)
-    blocks = []
-    if args.solver_blocks or args.quick:
-        cells = _parse_allocator_cells(parser, args.solver_blocks) if args.solver_blocks else [("ETTh1", 96, "stanhop")]
-        blocks = solver_block_rows(cells, base, Path(args.trained) if args.trained else None,
-                                   2 if args.quick else args.solver_blocks_rounds,
-                                   eval_batch if args.quick else args.trained_eval_batch, real=not args.quick,
-                                   block_bytes=4096 if args.quick else None)
     gflops = (gflops_before + matmul_gflops(256 if args.quick else 1024)) / 2
     for row in rows + trained:
         row["stanhop_windows_per_s_per_matmul_gflops"] = round(row["stanhop"]["windows_per_s"] / gflops, 3)
@@ -497,11 +426,9 @@ def main(argv=None) -> int:
                          "trained": args.trained, "trained_eval_batch": args.trained_eval_batch,
                          "allocator": args.allocator, "allocator_rounds": args.allocator_rounds,
                          "allocator_windows": args.allocator_windows, "allocator_legacy": args.allocator_legacy,
-                         "solver_blocks": args.solver_blocks, "solver_blocks_rounds": args.solver_blocks_rounds,
                          "skip_main": args.skip_main,
                          "inner_batches": inner_batches},
-              "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained, "allocator": allocator,
-              "solver_blocks": blocks}
+              "matmul_gflops": round(gflops, 2), "cells": rows, "trained": trained, "allocator": allocator}
     print(f"matmul {gflops:.1f} GFLOP/s; done in {time.perf_counter() - start:.1f} s")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")

@@ -22,13 +22,6 @@ working precision where bisection needs about 30 (float32) to 100 (float64) halv
 ``dp_i / dtheta = -p_i^{1 - eps} = -p_i / u_i`` the step is
 ``theta += H S / ((1 + eps H) sum_i p_i / u_i)``.
 
-**Row blocks (CPU).**  Each row's iteration reads that row alone, so a large score tensor is solved in blocks of
-rows of about a megabyte that stay in the cache through the dozen passes of a step, instead of streaming tens of
-megabytes through memory per pass (a long-horizon decoder's scores).  The blocks take exactly the steps of one
-iteration over the whole tensor, which stops at the first step where every row has converged, so the weights and
-gradients are the same bits (tested); the blocking only changes the speed: 1.13x for an evaluation pass of a
-trained WTH-720 STanHop-Net, 1.03x for its training step (64 and 16 windows, one thread, idle machine).
-
 **Backward.**  The Jacobian of alpha-entmax in the scores is ``diag(g) - g g^T / sum(g)`` with
 ``g_i = p_i^{2 - alpha}`` on the support (Peters et al., 2019), and the derivative in alpha is the closed
 form of Correia et al. (2019, Proposition 1); both are used as stated there.  ``g`` is scale invariant in
@@ -110,94 +103,6 @@ def _on_cpu(z: torch.Tensor) -> bool:
     return z.device.type == "cpu"
 
 
-#: On the CPU, score tensors larger than twice this many bytes are solved in blocks of leading rows of about this
-#: size (see :func:`_blocks` and :func:`_iterate`): a long-horizon decoder's (B, heads, L, L) scores are tens of MB, and each Newton step
-#: makes about fifteen passes over them, which then stream through memory instead of staying in the cache.
-_BLOCK_BYTES = 1 << 20
-
-
-class _Rows:
-    """The Newton iteration on one block of rows: its scores ``ey`` (``eps * (z - max)``), its ``eps``, its
-    threshold and the weights there.  Every row's iteration depends on that row alone (element-wise passes and
-    sums along the row), so a block's rows compute the same numbers as inside the whole tensor."""
-
-    def __init__(self, ey, eps, exact: bool, cpu: bool):
-        self.ey, self.eps, self.exact, self.cpu = ey, eps, exact, cpu
-        self.eps_theta = torch.zeros(*ey.shape[:-1], 1, dtype=ey.dtype, device=ey.device)
-        self.steps = 0
-        self._weigh()
-
-    def _weigh(self):
-        self.p, self.u, self.logp = _weights(self.ey, self.eps_theta, self.eps, self.exact, self.cpu)
-        self.S = self.p.sum(dim=-1, keepdim=True)
-
-    def converged(self, tol: float) -> bool:
-        return bool(((self.S - 1.0).abs() <= tol).all())
-
-    def step(self):
-        """One Newton step on H = (S^eps - 1)/eps, in units of eps * theta: theta += H S / ((1 + eps H) sum g)."""
-        eps, S = self.eps, self.S
-        g = _g(self.p, self.u)
-        H = torch.expm1(eps * torch.log(S)) / eps
-        self.eps_theta = self.eps_theta + eps * H * S / ((1.0 + eps * H) * g.sum(dim=-1, keepdim=True))
-        self.steps += 1
-        self._weigh()
-
-
-def _blocks(z: torch.Tensor, eps: torch.Tensor, *others: torch.Tensor) -> list[tuple[torch.Tensor, ...]] | None:
-    """Row blocks of about ``_BLOCK_BYTES`` along the first dimension of ``z`` and of each of ``others`` (same
-    shape), each with its ``eps`` (split too where it varies along that dimension) last, or None where ``z`` is
-    small.  A block holds a multiple of 64 elements, and of 64 rows, so that its boundaries fall on the boundaries of
-    the vectorised loops of a pass over the whole tensor (up to 512-bit vectors, two per iteration) and every element
-    takes the same code path as there."""
-    if z.ndim < 2 or eps.ndim > z.ndim or z.numel() * z.element_size() < 2 * _BLOCK_BYTES:
-        return None
-    rows = z[0].numel() // z.shape[-1]                 # rows (last-dimension vectors) per index of dim 0
-    align = 64 // math.gcd(64, rows)                   # block lengths along dim 0 giving whole multiples of 64 rows
-    per_block = max(align, _BLOCK_BYTES // (z[0].numel() * z.element_size()) // align * align)
-    if per_block >= z.shape[0]:
-        return None
-    split_eps = eps.ndim == z.ndim and eps.shape[0] > 1
-    return [(*(t[i:i + per_block] for t in (z, *others)), eps[i:i + per_block] if split_eps else eps)
-            for i in range(0, z.shape[0], per_block)]
-
-
-def _iterate(z: torch.Tensor, eps: torch.Tensor, exact: bool, cpu: bool, every: int, tol: float,
-             max_steps: int) -> list[_Rows]:
-    """Newton steps from theta = 0 until every row has converged (tested every ``every`` steps) or ``max_steps``.
-
-    On the CPU a large ``z`` is solved block by block (:func:`_blocks`), each block in the cache: first each
-    block until it has converged, then the blocks that stopped earlier are stepped on to the last one's count, and
-    all blocks further together while any block is not converged at the common count -- exactly the steps that one
-    iteration over the whole tensor takes, so the results are the same bits."""
-    blocks = (_blocks(z, eps) if cpu else None) or [(z, eps)]
-
-    def done(b: _Rows) -> bool:
-        return b.steps >= max_steps or (b.steps % every == 0 and bool(b.steps or every == 1) and b.converged(tol))
-
-    solved = []
-    for zc, ec in blocks:
-        b = _Rows((zc - zc.amax(dim=-1, keepdim=True)) * ec, ec, exact, cpu)
-        while not done(b):
-            b.step()
-        solved.append(b)
-    if len(solved) > 1:
-        while True:
-            last = max(b.steps for b in solved)
-            for b in solved:
-                while b.steps < last:
-                    b.step()
-            if all(done(b) for b in solved):
-                break
-            for b in solved:
-                b.step()
-    return solved
-
-
-def _gather(parts: list[torch.Tensor]) -> torch.Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 class EntmaxNewtonFunction(torch.autograd.Function):
     """Autograd function of :func:`entmax_newton` over the last dimension (``eps = alpha - 1``)."""
 
@@ -212,43 +117,44 @@ class EntmaxNewtonFunction(torch.autograd.Function):
         # there) is taken always, and convergence is tested every _DEVICE_CHECK_EVERY steps instead of every step.
         exact = bool(eps_b.min() < _LOG1P_BELOW) if cpu else True
         every = 1 if cpu else _DEVICE_CHECK_EVERY
-        solved = _iterate(z, eps_b, exact, cpu, every, newton_tolerance(z.dtype), max_steps)
-        ctx.steps = solved[0].steps
-        y = _gather([b.p / b.S for b in solved])
+        ey = (z - z.amax(dim=-1, keepdim=True)) * eps_b
+        eps_theta = torch.zeros(*z.shape[:-1], 1, dtype=z.dtype, device=z.device)
+        tol = newton_tolerance(z.dtype)
+        steps = 0
+        while True:
+            p, u, logp = _weights(ey, eps_theta, eps_b, exact, cpu)
+            S = p.sum(dim=-1, keepdim=True)
+            if steps >= max_steps or (steps % every == 0 and (steps or every == 1)
+                                      and bool(((S - 1.0).abs() <= tol).all())):
+                break
+            # Newton step on H = (S^eps - 1)/eps, in units of eps * theta: theta += H S / ((1 + eps H) sum g).
+            g = _g(p, u)
+            H = torch.expm1(eps_b * torch.log(S)) / eps_b
+            eps_theta = eps_theta + eps_b * H * S / ((1.0 + eps_b * H) * g.sum(dim=-1, keepdim=True))
+            steps += 1
+        ctx.steps = steps
+        y = p / S
         if for_backward is None or for_backward:  # g of the last iterate: only the backward reads it
-            ctx.save_for_backward(y, _gather([_g(b.p, b.u) for b in solved]),
-                                  _gather([b.logp - torch.log(b.S) for b in solved]), eps_b)
+            ctx.save_for_backward(y, _g(p, u), logp - torch.log(S), eps_b)
         ctx.eps_shape = eps.shape
         return y
 
     @staticmethod
     def backward(ctx, dy):
         y, g, logy, eps = ctx.saved_tensors
-        need_eps = ctx.needs_input_grad[1]
-        # Row blocks as in the forward (the same bits: only element-wise passes and sums along rows per block).
-        blocks = (_blocks(y, eps, g, logy, dy) if _on_cpu(y) else None) or [(y, g, logy, dy, eps)]
-        parts = [_backward_rows(*block, need_eps) for block in blocks]
-        dz = _gather([dz for dz, _ in parts])
-        # the alpha gradient sums the rows' terms over every row sharing an alpha: on the gathered rows, as before
-        d_eps = _gather([rows for _, rows in parts]).sum_to_size(ctx.eps_shape) if need_eps else None
+        gsum = g.sum(dim=-1, keepdim=True)
+        dz = dy * g
+        dz = dz - g * (dz.sum(dim=-1, keepdim=True) / gsum)
+        d_eps = None
+        if ctx.needs_input_grad[1]:
+            # Correia et al. (2019), Prop. 1: dp/dalpha = (p - g~)/(alpha-1)^2 - (p log p - g~ sum p log p)/(alpha-1),
+            # g~ = g / sum g; contracted with dy over the row.
+            plogp = torch.where(y > 0, y * logy, torch.zeros_like(y))
+            skew = g / gsum
+            ent = plogp.sum(dim=-1, keepdim=True)
+            d = dy * (y - skew) / eps.pow(2) - dy * (plogp - skew * ent) / eps
+            d_eps = d.sum(dim=-1, keepdim=True).sum_to_size(ctx.eps_shape)
         return (dz, d_eps, None, None)[:ctx.n_inputs]
-
-
-def _backward_rows(y, g, logy, dy, eps, need_eps: bool):
-    """The backward on a block of rows: the score gradient (Peters et al., 2019) and, where alpha needs one, each
-    row's term of the alpha gradient before the sum over rows."""
-    gsum = g.sum(dim=-1, keepdim=True)
-    dz = dy * g
-    dz = dz - g * (dz.sum(dim=-1, keepdim=True) / gsum)
-    if not need_eps:
-        return dz, None
-    # Correia et al. (2019), Prop. 1: dp/dalpha = (p - g~)/(alpha-1)^2 - (p log p - g~ sum p log p)/(alpha-1),
-    # g~ = g / sum g; contracted with dy over the row.
-    plogp = torch.where(y > 0, y * logy, torch.zeros_like(y))
-    skew = g / gsum
-    ent = plogp.sum(dim=-1, keepdim=True)
-    d = dy * (y - skew) / eps.pow(2) - dy * (plogp - skew * ent) / eps
-    return dz, d.sum(dim=-1, keepdim=True)
 
 
 def entmax_newton(z: torch.Tensor, alpha=None, *, alpha_minus_one=None, dim: int = -1,
