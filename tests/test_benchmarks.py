@@ -89,11 +89,21 @@ def test_forecasting_profile_lists_each_phase(tmp_path):
     # U-Hop cell: every phase gets a table whose shares are of that phase, and a plain network has no inner step
     script = str(REPO / "benchmarks" / "profile_forecasting.py")
     tiny = ["--cell", "ETTh1:12", "--d-model", "16", "--steps", "1", "--eval-batch", "8", "--top", "5"]
-    result = subprocess.run([sys.executable, script, *tiny], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, script, *tiny, "--json", str(tmp_path / "profile.json")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     for phase in ("train:", "inner:", "eval:"):
         assert f"\n{phase}\n" in result.stdout
     assert result.stdout.count("all operators") == 3
+    assert result.stdout.count("GFLOP/s") == 3 and "d_ff 32," in result.stdout  # d_ff 2 x d_model, as the tiers
+    # --json: every phase's distance from its matrix products; a training step has matrix products, and at the rate
+    # of a large torch.mm they take part of the step's time
+    floors = json.loads((tmp_path / "profile.json").read_text())
+    assert set(floors["phases"]) == {"train", "inner", "eval"} and floors["config"]["retain_freed_memory"] in (True, False)
+    train = floors["phases"]["train"]
+    assert train["matmul_gflop"] > 0 and 0 < train["floor_share"] < 1 and train["operator_calls"] > 100
+    assert train["matmul_floor_ms"] == pytest.approx(train["matmul_gflop"] / floors["matmul_gflops"] * 1e3)
+    assert (tmp_path / "profile.json.manifest.json").exists()
     shares = [float(line.split()[-2].rstrip("%")) for line in result.stdout.splitlines()
               if line.startswith("  aten::") and line.split()[-2].endswith("%")]
     assert shares and all(0 < s <= 100 for s in shares)
