@@ -498,6 +498,28 @@ def test_pooled_difference_is_relative_and_paired_by_cell_and_seed():
     assert pooled_difference(pd.DataFrame(rows[-1:]))["pairs"] == 0
 
 
+def test_pooled_by_stopping_splits_the_pairs_by_when_each_run_had_its_best_epoch():
+    import pandas as pd
+
+    from uhop.experiments.forecasting import pooled_by_stopping
+
+    def pair(d, h, s, best, best_uhop, mse, mse_uhop):
+        return [{"dataset": d, "horizon": h, "seed": s, "variant": "stanhop", "best_epoch": best, "test_mse": mse},
+                {"dataset": d, "horizon": h, "seed": s, "variant": "stanhop_uhop", "best_epoch": best_uhop,
+                 "test_mse": mse_uhop}]
+
+    rows = (pair("ETTh1", 96, 0, 5, 3, 0.4, 0.36) + pair("ETTh1", 96, 1, 5, 2, 0.5, 0.4)  # U-Hop earlier: -10%, -20%
+            + pair("WTH", 720, 0, 4, 4, 0.5, 0.51)                                           # same: +2%
+            + pair("WTH", 720, 1, 4, 4, 0.5, 0.51)
+            + [{"dataset": "ETTm1", "horizon": 96, "seed": 0, "variant": "stanhop", "best_epoch": 3, "test_mse": 1.0}])
+    out = pooled_by_stopping(pd.DataFrame(rows)).set_index("when")
+    assert list(out.index) == ["earlier", "same"]  # no pair where U-Hop stopped later; the unpaired run is left out
+    assert out.loc["earlier", "pairs"] == 2 and out.loc["earlier", "mean"] == pytest.approx(-0.15)
+    assert out.loc["earlier", "uhop_lower"] == 2 and out.loc["earlier", "low"] < -0.15 < out.loc["earlier", "high"]
+    assert out.loc["same", "mean"] == pytest.approx(0.02) and out.loc["same", "uhop_lower"] == 0
+    assert pooled_by_stopping(pd.DataFrame(rows[-1:])).empty
+
+
 def test_paired_by_seed_pairs_common_seeds_and_gives_a_verdict():
     import pandas as pd
 

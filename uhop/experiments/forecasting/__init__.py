@@ -41,7 +41,7 @@ Modules
 the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
 :func:`paired_differences`, :func:`paired_by_seed`, :func:`against_tier`, :func:`pooled_difference`,
-:func:`stopping_summary`, :func:`time_split`, :func:`run_wall_times`, :func:`tier_status`, :func:`paper_table`;
+:func:`pooled_by_stopping`, :func:`stopping_summary`, :func:`time_split`, :func:`run_wall_times`, :func:`tier_status`, :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).
 """
 
@@ -51,12 +51,12 @@ from .config import (DATASETS, HORIZONS, LOSSES, PAPER_TABLE8, RUN_PARAMETERS, V
 from .evaluation import evaluate, kernel_drift, retest
 from .models import LinearForecaster, Persistence, build_model
 from .results import (against_tier, benchmark_table, load_results, load_runs, paired_by_seed, paired_differences,
-                      paper_table, pooled_difference, run_wall_times, stopping_summary, summarize, tier_status,
-                      time_split)
+                      paper_table, pooled_by_stopping, pooled_difference, run_wall_times, stopping_summary, summarize,
+                      tier_status, time_split)
 from .training import continue_shorter_run, run, train_forecaster
 
 __all__ = ["VARIANTS", "VARIANT_LABELS", "DATASETS", "HORIZONS", "PAPER_TABLE8", "ForecastConfig", "Persistence",
            "LinearForecaster", "build_model", "evaluate", "train_forecaster", "run", "load_results", "summarize",
            "paper_table", "run_key", "load_runs", "retest", "kernel_drift", "main", "config_from_parameters",
-           "paired_differences", "paired_by_seed", "pooled_difference", "stopping_summary", "tier_status",
-           "continue_shorter_run", "benchmark_table", "time_split", "run_wall_times", "against_tier"]
+           "paired_differences", "paired_by_seed", "pooled_difference", "pooled_by_stopping", "stopping_summary",
+           "tier_status", "continue_shorter_run", "benchmark_table", "time_split", "run_wall_times", "against_tier"]

@@ -12,7 +12,7 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "against_tier",
-           "pooled_difference", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table",
+           "pooled_difference", "pooled_by_stopping", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table",
            "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
@@ -194,6 +194,36 @@ def pooled_difference(results) -> dict:
     mse = paired_interval(rel["mse"])
     return {"pairs": len(both), "cells": len(cells), "mse": mse, "mae": paired_interval(rel["mae"]),
             "sign_p": sign_test(mse["negative"], mse["positive"]), "paper_mse": paper["mse"], "paper_mae": paper["mae"]}
+
+
+def pooled_by_stopping(results):
+    """The relative paired test-MSE difference ``(U-Hop - STanHop) / STanHop`` of :func:`pooled_difference`, split
+    by when the two runs of a seed pair had their best validation loss: U-Hop's best epoch earlier than plain
+    STanHop-Net's, the same, or later.  One row per group (``when``: "earlier", "same", "later"; groups without
+    pairs are left out) with ``pairs``, ``mean``, ``low``, ``high`` (95% t interval over the pairs) and
+    ``uhop_lower`` (pairs where U-Hop's test MSE is lower).
+
+    Descriptive only: the best epoch is itself an outcome of training with or without U-Hop, so a split by it
+    shows where the pooled difference comes from, not what U-Hop causes."""
+    import pandas as pd
+
+    from ..stats import paired_interval
+
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    p = df.pivot_table(index=["dataset", "horizon", "seed"], columns="variant", values=["best_epoch", "test_mse"])
+    needed = [(m, v) for m in ("best_epoch", "test_mse") for v in ("stanhop", "stanhop_uhop")]
+    if not set(needed) <= set(p.columns):
+        return pd.DataFrame(columns=["when", "pairs", "mean", "low", "high", "uhop_lower"])
+    p = p[needed].dropna()
+    gap = p["best_epoch", "stanhop_uhop"] - p["best_epoch", "stanhop"]
+    rel = p["test_mse", "stanhop_uhop"] / p["test_mse", "stanhop"] - 1.0
+    rows = []
+    for when, mask in (("earlier", gap < 0), ("same", gap == 0), ("later", gap > 0)):
+        if mask.any():
+            d = paired_interval(rel[mask])
+            rows.append({"when": when, "pairs": d["n"], "mean": d["mean"], "low": d["low"], "high": d["high"],
+                         "uhop_lower": d["negative"]})
+    return pd.DataFrame(rows, columns=["when", "pairs", "mean", "low", "high", "uhop_lower"])
 
 
 def _last_gain(result: dict, window: int) -> float:
