@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from uhop.allocator import retain_freed_memory
 from uhop.experiments.forecasting import ForecastConfig, build_model
 from uhop.nn import kernel_parameters, separation_step
-from uhop.allocator import retain_freed_memory
 from uhop.provenance import atomic_write_text, write_manifest
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from bench_forecasting import SHAPES, _legacy, _real_windows, matmul_gflops  # noqa: E402  (benchmarks/ is not a package)
+# benchmarks/ is not a package
+from bench_forecasting import SHAPES, _legacy, _real_windows, matmul_gflops  # noqa: E402
 
 PHASES = ("train", "inner", "eval")
 

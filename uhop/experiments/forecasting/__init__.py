@@ -41,7 +41,8 @@ Modules
 the windows), :func:`continue_shorter_run` (a run carried on to a larger epoch cap), :func:`run`;
 :mod:`~uhop.experiments.forecasting.results` :func:`load_runs`, :func:`load_results`, :func:`summarize`,
 :func:`paired_differences`, :func:`paired_by_seed`, :func:`against_tier`, :func:`pooled_difference`,
-:func:`pooled_by_stopping`, :func:`stopping_summary`, :func:`time_split`, :func:`run_wall_times`, :func:`tier_status`, :func:`paper_table`;
+:func:`pooled_by_stopping`, :func:`stopping_summary`, :func:`time_split`, :func:`run_wall_times`,
+:func:`tier_status`, :func:`paper_table`;
 :mod:`~uhop.experiments.forecasting.cli` the command line (:func:`main`).
 """
 

@@ -12,8 +12,8 @@ from typing import Sequence
 from .config import PAPER_TABLE8, VARIANT_LABELS, config_from_parameters, run_key
 
 __all__ = ["load_runs", "load_results", "summarize", "paired_differences", "paired_by_seed", "against_tier",
-           "pooled_difference", "pooled_by_stopping", "stopping_summary", "time_split", "run_wall_times", "tier_status", "paper_table",
-           "benchmark_table"]
+           "pooled_difference", "pooled_by_stopping", "stopping_summary", "time_split", "run_wall_times", "tier_status",
+           "paper_table", "benchmark_table"]
 
 _ROW = ("dataset", "horizon", "variant", "seed", "input_len", "epochs", "d_model", "max_train_windows", "loss",
         "max_test_windows")
@@ -167,6 +167,17 @@ def against_tier(results, tier, setting: str = "setting") -> list[dict]:
     return out
 
 
+def _seed_pairs(results, values):
+    """The seed pairs of the two STanHop variants: ``values`` (result columns) of both variants, one row per
+    (dataset, horizon, seed) that has all of them; None when a variant or a column is missing altogether."""
+    import pandas as pd
+
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    p = df.pivot_table(index=["dataset", "horizon", "seed"], columns="variant", values=list(values))
+    needed = [(m, v) for m in values for v in ("stanhop", "stanhop_uhop")]
+    return p[needed].dropna() if set(needed) <= set(p.columns) else None
+
+
 def pooled_difference(results) -> dict:
     """U-Hop against plain STanHop over every committed seed pair of every cell: the relative paired difference
     ``(U-Hop - STanHop) / STanHop`` of the test MSE and MAE, as a mean with a 95% t interval over all pairs
@@ -175,17 +186,10 @@ def pooled_difference(results) -> dict:
 
     Returns ``{"pairs", "cells", "mse", "mae", "sign_p", "paper_mse", "paper_mae"}`` (``mse``/``mae``: the dicts
     of :func:`uhop.experiments.report.paired_interval`); ``pairs`` is 0 when no cell has both variants."""
-    import pandas as pd
-
     from ..stats import paired_interval, sign_test
 
-    df = results if isinstance(results, pd.DataFrame) else load_results(results)
-    p = df.pivot_table(index=["dataset", "horizon", "seed"], columns="variant", values=["test_mse", "test_mae"])
-    needed = [(m, v) for m in ("test_mse", "test_mae") for v in ("stanhop", "stanhop_uhop")]
-    if not set(needed) <= set(p.columns):
-        return {"pairs": 0, "cells": 0}
-    both = p[needed].dropna()
-    if not len(both):
+    both = _seed_pairs(results, ("test_mse", "test_mae"))
+    if both is None or not len(both):
         return {"pairs": 0, "cells": 0}
     rel = {m: (both[f"test_{m}", "stanhop_uhop"] / both[f"test_{m}", "stanhop"] - 1.0) for m in ("mse", "mae")}
     cells = sorted({(d, int(h)) for d, h, _ in both.index})
@@ -209,12 +213,9 @@ def pooled_by_stopping(results):
 
     from ..stats import paired_interval
 
-    df = results if isinstance(results, pd.DataFrame) else load_results(results)
-    p = df.pivot_table(index=["dataset", "horizon", "seed"], columns="variant", values=["best_epoch", "test_mse"])
-    needed = [(m, v) for m in ("best_epoch", "test_mse") for v in ("stanhop", "stanhop_uhop")]
-    if not set(needed) <= set(p.columns):
+    p = _seed_pairs(results, ("best_epoch", "test_mse"))
+    if p is None:
         return pd.DataFrame(columns=["when", "pairs", "mean", "low", "high", "uhop_lower"])
-    p = p[needed].dropna()
     gap = p["best_epoch", "stanhop_uhop"] - p["best_epoch", "stanhop"]
     rel = p["test_mse", "stanhop_uhop"] / p["test_mse", "stanhop"] - 1.0
     rows = []
